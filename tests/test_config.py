@@ -316,3 +316,12 @@ def test_settings_replace_validates():
         s.replace(leverag=2)
     with pytest.raises(AttributeError):
         s.leverage = 3  # immutable
+
+
+def test_readme_reference_matches_the_schema():
+    from mraster_tui.config.docs import reference_markdown
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert reference_markdown() in readme, "README settings table is stale: run python -m mraster_tui.config.docs --write README.md"
+    for s in SETTINGS:
+        assert f"`{s.env}`" in readme
