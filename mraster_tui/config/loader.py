@@ -271,6 +271,8 @@ def parse_toml_text(text: str, label: str) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{label}: invalid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays/tables recursively
+        raise ConfigError(f"{label}: invalid TOML: values nested too deeply") from None
     out: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):

@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("ASTER_MAX_DATA_AGE_SEC", "venue", FLOAT, 120.0,
       "Market data older than this never opens a position (managing open ones may use it, with a warning).",
       min=5.0, max=3600.0, seed=False),
-    S("ASTER_FETCH_CONCURRENCY", "venue", INT, 8, "Concurrent market-data requests per scan.",
+    S("ASTER_FETCH_CONCURRENCY", "venue", INT, 32, "Concurrent market-data requests per scan.",
       min=1, max=64, live=False, seed=False),
     # -- run ---------------------------------------------------------------------------
     S("ASTER_PAPER", "run", BOOL, False,

@@ -285,6 +285,7 @@ class Order:
     time: int = 0
     update_time: int = 0
     is_algo: bool = False  # placed through Binance's algo-order service
+    time_in_force: str = "GTC"  # GTC | IOC | FOK | GTX for LIMIT; conditional orders report GTC
 
 
 @dataclass(frozen=True, slots=True)

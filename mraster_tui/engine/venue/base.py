@@ -108,6 +108,11 @@ class Exchange(abc.ABC):
     @abc.abstractmethod
     async def set_leverage(self, symbol: str, leverage: int) -> int: ...
 
+    async def funding_income(self, symbol: str, *, start_ms: int, end_ms: int | None = None) -> Decimal | None:
+        """Funding received (+) or paid (-) on ``symbol`` in ``[start_ms, end_ms]``, in the quote
+        asset; None when this venue adapter cannot tell (the ledger then records 0)."""
+        return None
+
     # -- orders -----------------------------------------------------------------------
     @abc.abstractmethod
     async def place_order(self, req: OrderRequest) -> Order:
