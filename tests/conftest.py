@@ -12,16 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SHARED = REPO.parent / "shared"
-SHARED_DATA = SHARED / "data"
-
-
-def shared_data(*parts: str) -> Path:
-    """A file under ../shared/data, or skip the test with a clear reason when it is absent."""
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared data not available ({p}); it ships only with the development checkout")
-    return p
+from _shared import SHARED, SHARED_DATA, shared_data  # noqa: E402,F401  (re-exported)
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from mraster_tui.engine.sim.server import (
 from mraster_tui.engine.sim.server_cli import main as cli_main
 from mraster_tui.engine.venue.signing import hmac_sha256_hex, signed_query
 
-from conftest import shared_data
+from _shared import shared_data
 
 # The contract's test vector (docs/exchange-api.md §3).
 VECTOR_TS = 1591702613943
