@@ -1,0 +1,1 @@
+"""Textual stylesheets of the app (global.tcss, app.tcss); theme variables only."""
