@@ -221,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
       seed=False),
     S("ASTER_DEMO_SPEED", "paper", FLOAT, 300.0, "Demo clock speed (300 = one 5m candle per second).",
       min=1.0, max=100000.0, live=False, seed=False),
-    S("ASTER_DEMO_SEED", "paper", INT, 7, "Seed of the synthetic demo market.", min=0, max=2**31 - 1, live=False,
+    S("ASTER_DEMO_SEED", "paper", INT, 1, "Seed of the synthetic demo market.", min=0, max=2**31 - 1, live=False,
       seed=False),
     # -- ui ----------------------------------------------------------------------------
     S("ASTER_UI_PRO", "ui", BOOL, False, "Start the TUI in Pro mode (remembered when toggled with p).", seed=False),
