@@ -10,7 +10,7 @@ from textual.screen import Screen
 
 from mraster_tui.engine.events import EngineSnapshot
 from mraster_tui.messages import EventBuffer
-from mraster_tui.widgets.bandit import DecisionsPanel, PolicyPanel
+from mraster_tui.widgets.bandit import BanditSummary, DecisionsPanel, PolicyPanel
 from mraster_tui.widgets.equity import EquityPanel
 from mraster_tui.widgets.positions import PositionsTable
 from mraster_tui.widgets.status_bar import EngineView, StatusBar
@@ -46,6 +46,8 @@ class DashboardScreen(Screen[None]):
             panel.show(snap)
         for policy in self.query(PolicyPanel):
             policy.show(snap.bandit)
+        for summary in self.query(BanditSummary):
+            summary.show(snap.bandit, snap.rejections)
         for decisions in self.query(DecisionsPanel):
             decisions.show(snap.bandit, snap.rejections)
 

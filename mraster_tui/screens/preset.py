@@ -1,5 +1,5 @@
-"""Preset mode (the default): Low / Mid / High, risk and leverage sliders, positions, equity and
-a curated activity feed."""
+"""Preset mode (the default): Low / Mid / High, risk and leverage sliders, positions, a bandit
+digest, equity and a curated activity feed."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mraster_tui.config.schema import (
 from mraster_tui.messages import EventBuffer
 from mraster_tui.screens.base import DashboardScreen
 from mraster_tui.widgets.activity import ActivityFeed
+from mraster_tui.widgets.bandit import BanditSummary
 from mraster_tui.widgets.equity import EquityPanel
 from mraster_tui.widgets.fmt import percent
 from mraster_tui.widgets.keybar import KeyBar
@@ -73,6 +74,9 @@ class PresetScreen(DashboardScreen):
                              tooltip="Leverage: [/] or left/right when focused")
         with Vertical(id="positions-box", classes="box"):
             yield PositionsTable(id="positions")
+        with Vertical(id="bandit-box", classes="box") as bandit:
+            bandit.border_title = "Bandit"
+            yield BanditSummary(id="bandit-summary")
         with Horizontal(id="bottom"):
             with Vertical(id="equity-box", classes="box") as eq:
                 eq.border_title = "Equity"

@@ -109,6 +109,36 @@ def recent_markup(stats: Any, *, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
+def summary_markup(stats: Any, rejections: Mapping[str, int]) -> str:
+    """Two lines for the preset screen: decisions and buckets, alpha readiness and the top
+    reasons signals were not traded."""
+    s = as_stats_dict(stats)
+    decisions, taken = int(s.get("decisions") or 0), int(s.get("taken") or 0)
+    usage = s.get("bucket_usage") or {}
+    buckets = "  ".join(f"{b} {int(n)}" for b, n in usage.items()) or "S 0  M 0  L 0"
+    gate = ""
+    for a in s.get("arms") or ():
+        if a.get("model") == "gate" and a.get("arm") == "TAKE" and a.get("ucb") is not None:
+            gate = f" · TAKE ucb {float(a['ucb']):+.2f}"
+    first = (f"{decisions} decisions · [$text-success]{taken} taken[/] · buckets {_esc(buckets)}{_esc(gate)}"
+             if s else "[$foreground-muted]no policy statistics yet[/]")
+    if s and not s.get("bandit_enabled", True):
+        first += " · [$text-warning]bandit off[/]"
+    alpha = s.get("alpha") or {}
+    if not alpha:
+        a_txt = ""
+    elif not alpha.get("enabled", True):
+        a_txt = "alpha [$foreground-muted]off[/]"
+    elif alpha.get("ready"):
+        a_txt = "alpha [$text-success]ready[/]"
+    else:
+        a_txt = f"alpha [$text-warning]warming up[/] {int(alpha.get('trained') or 0)}/{int(alpha.get('warmup') or 0)}"
+    top = sorted(rejections.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    why = ("not traded: " + "  ".join(f"{_esc(k)} [$text-warning]{v}[/]" for k, v in top)) if top else ""
+    second = " · ".join(x for x in (a_txt, why) if x)
+    return first + ("\n" + second if second else "")
+
+
 class _MarkupPanel(Static):
     """A Static that re-parses its markup only when it changed."""
 
@@ -127,6 +157,15 @@ class PolicyPanel(_MarkupPanel):
 
     def show(self, stats: Any) -> None:
         self.set_markup(policy_markup(stats))
+
+
+class BanditSummary(_MarkupPanel):
+    """The preset screen's two-line bandit digest (the Pro screen has the full panels)."""
+
+    DEFAULT_CSS = "BanditSummary { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }"
+
+    def show(self, stats: Any, rejections: Mapping[str, int]) -> None:
+        self.set_markup(summary_markup(stats, rejections))
 
 
 class DecisionsPanel(Vertical):
