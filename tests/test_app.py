@@ -673,3 +673,18 @@ async def test_real_demo_run_shows_positions_and_bandit_stats_updating(cfg):
         await until(pilot, lambda: not app.engine_active, timeout=30)
     stopped = [e.message for e in app.events.snapshot() if e.kind == EventKind.ENGINE]
     assert any("stopped" in m for m in stopped), stopped
+
+
+def test_preset_screen_bandit_digest_markup():
+    from textual.content import Content
+
+    from mraster_tui.widgets.bandit import summary_markup
+
+    stats = {"decisions": 12, "taken": 5, "bucket_usage": {"S": 3, "M": 1, "L": 1},
+             "arms": [{"model": "gate", "arm": "TAKE", "ucb": 0.42}],
+             "alpha": {"enabled": True, "ready": False, "trained": 5, "warmup": 40}}
+    text = Content.from_markup(summary_markup(stats, {"edge_r": 9, "rsi": 4, "spread": 1, "htf_trend": 2})).plain
+    first, second = text.splitlines()
+    assert first == "12 decisions · 5 taken · buckets S 3  M 1  L 1 · TAKE ucb +0.42"
+    assert second == "alpha warming up 5/40 · not traded: edge_r 9  rsi 4  htf_trend 2"
+    assert Content.from_markup(summary_markup({}, {})).plain == "no policy statistics yet"
