@@ -205,3 +205,53 @@ async def test_live_paper_with_keys_configured_sends_no_signed_request():
             assert {r["path"] for r in handle.requests() if r["signed"]} == {"/fapi/v2/balance"}
         finally:
             await rest.close()
+
+
+# -- the paper account survives restarts ------------------------------------------------------
+
+async def test_live_paper_account_is_restored_after_a_restart(tmp_path):
+    import json
+
+    from mraster_tui.engine.events import MemorySink
+    from mraster_tui.engine.factory import PaperAccount
+
+    venue_sim = SimExchange(replay([100] * 20 + [90] * 50, spread=0.0002), start_ms=T0 + 10 * M)
+    with LoopbackExchange(venue_sim, venue="binance") as handle:
+        public = client(handle.base_url)
+        try:
+            ex = await PaperExchange.live(public.public_only(), clock=WallClock(), refresh_s=0.0)
+            await ex.place_order(market("e1", qty="2"))
+            await ex.place_order(stop("sl", 95))
+            wallet = (await ex.balance()).wallet_balance
+            account = PaperAccount(tmp_path / "paper-account-state.json", MemorySink(), WallClock())
+            account.exchange = ex
+            account.save()
+            saved = json.loads((tmp_path / "paper-account-state.json").read_text())
+            # a new process: same public data, the account comes back from the file
+            again = await PaperExchange.live(public.public_only(), clock=WallClock(), refresh_s=0.0,
+                                             restore=PaperAccount(account.path, MemorySink(), WallClock()).load())
+            [pos] = await again.positions()
+            assert pos.symbol == SYM and pos.amount == D("2")
+            assert [o.client_id for o in await again.open_orders(SYM)] == ["sl"]
+            assert (await again.balance()).wallet_balance == wallet
+            assert again.account_state()["wallet"] == saved["wallet"]
+            # and the restored stop still protects it: the venue drops to 90, the stop fires
+            handle.advance(10 * M)
+            assert await again.positions() == []
+        finally:
+            await public.close()
+
+
+def test_unreadable_paper_account_is_moved_aside_not_dropped(tmp_path):
+    from mraster_tui.engine.events import EventKind, MemorySink
+    from mraster_tui.engine.factory import PaperAccount
+
+    path = tmp_path / "paper-account-state.json"
+    path.write_text('{"version": 1, "wallet": "10')  # truncated by a crash
+    sink = MemorySink()
+    assert PaperAccount(path, sink, WallClock()).load() is None
+    assert not path.exists()
+    [aside] = list(tmp_path.glob("paper-account-state.json.corrupt-*"))
+    assert aside.read_text() == '{"version": 1, "wallet": "10'
+    [err] = sink.of(EventKind.ERROR)
+    assert "kept as" in err.message and "\n" not in err.message

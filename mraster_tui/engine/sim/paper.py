@@ -121,14 +121,20 @@ class PaperExchange(Exchange):
     # -- construction -----------------------------------------------------------------
     @classmethod
     async def live(cls, public: PublicMarketData, *, clock: Clock, on_event: Callable[[SimEvent], None] | None = None,
-                   refresh_s: float = 2.0, **sim_kw) -> "PaperExchange":
-        """Paper trading on live public prices (``sim_kw`` go to :class:`SimExchange`)."""
+                   refresh_s: float = 2.0, restore: dict | None = None, **sim_kw) -> "PaperExchange":
+        """Paper trading on live public prices (``sim_kw`` go to :class:`SimExchange`).
+
+        ``restore`` is a saved account (:meth:`account_state`): the paper wallet, positions, open
+        orders and fills carry on across restarts, like a real account does."""
         ensure_public_only(public)
         info = await public.exchange_info()
         feed = LiveFeed(info.symbols, clock.now_ms())
-        sim = SimExchange(feed, **sim_kw)
-        ex = cls(sim, clock=clock, on_event=on_event, public=public, refresh_s=refresh_s)
-        await ex._refresh(force=True)
+        ex = cls(SimExchange(feed, **sim_kw), clock=clock, on_event=on_event, public=public, refresh_s=refresh_s)
+        await ex._refresh(force=True)  # the feed has prices from here on
+        if restore is not None:
+            # the saved account resumes at the first live price: nothing is replayed in between
+            restore = {**restore, "now": max(int(restore.get("now", 0)), ex._sim.now_ms)}
+            ex._sim = SimExchange.from_dict(feed, restore)
         return ex
 
     @classmethod
@@ -145,6 +151,10 @@ class PaperExchange(Exchange):
     @property
     def sim(self) -> SimExchange:
         return self._sim
+
+    def account_state(self) -> dict:
+        """The simulated account as JSON-able data (for :meth:`live`'s ``restore``)."""
+        return self._sim.to_dict()
 
     @property
     def clock(self) -> Clock:
@@ -209,6 +219,8 @@ class PaperExchange(Exchange):
         self._last_refresh = now
         if now > self._sim.now_ms:
             self._sim.advance_to(now)
+        else:  # observations replaced at the sim's instant: its cached quotes are outdated
+            self._sim.forget_prices()
         self._dispatch()
 
     async def _before(self) -> None:
