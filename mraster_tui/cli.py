@@ -196,6 +196,9 @@ def run_bot(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if args.live and not settings.has_credentials:
         raise CliError("--live needs ASTER_API_KEY and ASTER_API_SECRET (environment, .env or the secrets file)")
+    if not args.demo and not settings.paper and not settings.has_credentials:
+        print("notice: no API key and secret configured, so this runs in PAPER mode "
+              "(simulated fills on the venue's live prices)", file=sys.stderr)
     if args.no_ui:
         from mraster_tui.headless import run_headless
 

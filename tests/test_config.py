@@ -325,3 +325,18 @@ def test_readme_reference_matches_the_schema():
     assert reference_markdown() in readme, "README settings table is stale: run python -m mraster_tui.config.docs --write README.md"
     for s in SETTINGS:
         assert f"`{s.env}`" in readme
+
+
+def test_without_credentials_the_bot_says_it_runs_paper(capsys, monkeypatch):
+    import mraster_tui.headless as headless
+
+    seen = {}
+    monkeypatch.setattr(headless, "run_headless", lambda s, demo=False: seen.update(s=s) or 0)
+    assert main(["--no-ui", "--run-once"]) == 0
+    err = capsys.readouterr().err
+    assert "PAPER mode" in err and not seen["s"].live_trading
+    monkeypatch.setenv("ASTER_API_KEY", "k")
+    monkeypatch.setenv("ASTER_API_SECRET", "s")
+    assert main(["--no-ui", "--run-once"]) == 0
+    assert "PAPER mode" not in capsys.readouterr().err and seen["s"].live_trading
+    assert main(["--no-ui", "--paper"]) == 0 and not seen["s"].live_trading
