@@ -7,6 +7,7 @@ milliseconds everywhere.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -122,13 +123,16 @@ class Candles:
         """
         if len(rows) == 0:
             return Candles.empty(interval)
-        arr = np.array([[float(r[i]) for i in range(6)] for r in rows], dtype=np.float64)
-        ot = arr[:, 0].astype(np.int64)
+        n = len(rows)
+        # one C-level pass over the price columns (a nested list comprehension costs twice as much)
+        arr = np.fromiter(map(float, itertools.chain.from_iterable(r[1:6] for r in rows)), dtype=np.float64,
+                          count=5 * n).reshape(n, 5)
+        ot = np.fromiter((int(float(r[0])) for r in rows), dtype=np.int64, count=n)
         last_closed = True
         if now_ms is not None:
             last_closed = int(ot[-1]) + interval_ms(interval) <= now_ms
-        return Candles(ot, arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(), arr[:, 4].copy(),
-                       arr[:, 5].copy(), interval, last_closed)
+        return Candles(ot, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(),
+                       arr[:, 4].copy(), interval, last_closed)
 
 
 @dataclass(frozen=True, slots=True)
