@@ -255,20 +255,26 @@ class LinUCB:
         r = float(reward)
         if not math.isfinite(r):
             raise ValueError(f"reward must be finite, got {reward!r}")
+        self._update(i, x, r)
+
+    def _update(self, i: int, x: np.ndarray, r: float) -> None:
+        """:meth:`update` of arm index ``i`` with a checked context and a finite reward."""
         a_inv = self._A_inv[i]
         ax = a_inv @ x
         k = ax / math.sqrt(1.0 + float(x @ ax))
-        a_inv -= np.outer(k, k)  # Sherman-Morrison; outer(k, k) keeps A^-1 exactly symmetric
-        self._A[i] += np.outer(x, x)
-        self._b[i] += r * x
+        # Sherman-Morrison; k k^T (np.outer's own product) keeps A^-1 exactly symmetric
+        a_inv -= k[:, None] * k[None, :]
+        self._A[i] += x[:, None] * x[None, :]
+        b = self._b[i]
+        b += r * x
         self._n[i] += 1
         self._reward_sum[i] += r
         self._since_refresh[i] += 1
         if self._since_refresh[i] >= REFRESH_EVERY:
             inv = np.linalg.inv(self._A[i])
-            self._A_inv[i] = 0.5 * (inv + inv.T)
+            self._A_inv[i] = a_inv = 0.5 * (inv + inv.T)
             self._since_refresh[i] = 0
-        self._theta[i] = self._A_inv[i] @ self._b[i]
+        self._theta[i] = a_inv @ b
 
     def theta(self, arm: str) -> np.ndarray:
         return self._theta[self._arm(arm)].copy()
@@ -365,7 +371,8 @@ class OnlineStandardizer:
         # a spread below float noise relative to the mean is a constant feature
         usable = std > 1e-12 * (1.0 + np.abs(self.mean))
         z = np.divide(x - self.mean, std, out=np.zeros(self.dim), where=usable)
-        return np.clip(z, -self.clip, self.clip, out=z)
+        np.maximum(z, -self.clip, out=z)  # np.clip's result, without its Python-level overhead
+        return np.minimum(z, self.clip, out=z)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "clip": self.clip, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -697,14 +704,15 @@ class BanditPolicy:
         z[1:] = self._scaler.transform(x)
         self._last_z = z
 
-        gate = self._gate.scores(z)
-        mean, width = self._size.estimate(z)
+        gate = self._gate.scores(z)  # checks z; the calls below take it as it is
+        mean, width = self._size._estimate(z)
         cautious = mean - p.size_caution * width * _BUCKET_STEPS  # each step up must beat the width
         bucket = BUCKETS[int(np.argmax(cautious))]
         prob = self._alpha.predict(z)
         conf = self._alpha.confidence
         scores = {"gate_take": gate["TAKE"], "gate_skip": gate["SKIP"],
-                  **{f"size_{b}": float(v) for b, v in zip(BUCKETS, cautious)}, "alpha_p": prob, "alpha_conf": conf}
+                  **{f"size_{b}": v for b, v in zip(BUCKETS, cautious.tolist())}, "alpha_p": prob,
+                  "alpha_conf": conf}
 
         if not p.bandit_enabled:
             take, bucket, reason = True, "M", "bandit_disabled"
@@ -729,7 +737,7 @@ class BanditPolicy:
                     take, bucket = True, "S"
                     reason = f"explore: random floor {p.explore:.3f} ({reason})"
 
-        self._gate.update("SKIP", z, 0.0)  # SKIP's reward, 0, is known whatever we do
+        self._gate._update(self._gate._arm("SKIP"), z, 0.0)  # SKIP's reward, 0, is known whatever we do
         if take:
             self._skips_in_row = 0
             self._taken += 1

@@ -60,7 +60,7 @@ from mraster_tui.engine.types import BookTicker, Candles, interval_ms
 
 __all__ = [
     "ADX_DELTA_BARS", "FEATURE_NAMES", "MIN_HTF_BARS", "MIN_LTF_BARS", "REASON_CODES", "Reason",
-    "SignalResult", "SignalSeries", "evaluate_at", "evaluate_signal", "expected_edge_r", "precompute",
+    "RuleParams", "SignalResult", "SignalSeries", "evaluate_at", "evaluate_signal", "expected_edge_r", "precompute",
     "wickiness",
 ]
 
@@ -188,8 +188,58 @@ def _setting(settings: Any, name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """The settings the rules read, resolved once (a missing one takes its default).
+
+    :func:`evaluate_signal` and :func:`evaluate_at` accept one in place of the settings; a
+    caller evaluating many bars with the same settings (a backtest) builds it once with
+    :meth:`of` instead of paying the settings lookups on every evaluation."""
+
+    max_data_age_sec: float
+    allow_trend_align: bool
+    align_rsi_pad: float
+    rsi_buy_min: float
+    rsi_sell_max: float
+    spread_bps_max: float
+    wickiness_max: float
+    min_edge_r: float
+    funding_filter_enabled: bool
+    funding_max_long: float
+    funding_max_short: float
+    sl_atr_mult: float
+    tp_atr_mult: float
+
+    @classmethod
+    def of(cls, settings: Any) -> "RuleParams":
+        if isinstance(settings, cls):
+            return settings
+        return cls(
+            max_data_age_sec=float(_setting(settings, "max_data_age_sec", 120.0)),
+            allow_trend_align=bool(_setting(settings, "allow_trend_align", True)),
+            align_rsi_pad=float(_setting(settings, "align_rsi_pad", 1.5)),
+            rsi_buy_min=float(_setting(settings, "rsi_buy_min", 51.0)),
+            rsi_sell_max=float(_setting(settings, "rsi_sell_max", 49.0)),
+            spread_bps_max=float(_setting(settings, "spread_bps_max", 0.009)),
+            wickiness_max=float(_setting(settings, "wickiness_max", 0.985)),
+            min_edge_r=float(_setting(settings, "min_edge_r", 0.08)),
+            funding_filter_enabled=bool(_setting(settings, "funding_filter_enabled", True)),
+            funding_max_long=float(_setting(settings, "funding_max_long", 0.001)),
+            funding_max_short=float(_setting(settings, "funding_max_short", 0.001)),
+            sl_atr_mult=float(_setting(settings, "sl_atr_mult", 1.3)),
+            tp_atr_mult=float(_setting(settings, "tp_atr_mult", 2.0)),
+        )
+
+
+def _nan_features() -> np.ndarray:
+    features = np.full(len(FEATURE_NAMES), np.nan)
+    features.setflags(write=False)
+    return features
+
+
 def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None, settings: Any,
             qv_score: float, now_ms: int | None) -> SignalResult:
+    rp = RuleParams.of(settings)
     reasons: list[Reason] = []
 
     def add(code: str, detail: str) -> None:
@@ -202,7 +252,7 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
         add(HISTORY, f"{snap.ltf_count} closed LTF and {snap.htf_count} closed HTF candles, "
                      f"need {MIN_LTF_BARS} and {MIN_HTF_BARS}")
     if now_ms is not None:
-        max_age = float(_setting(settings, "max_data_age_sec", 120.0)) * 1000.0
+        max_age = rp.max_data_age_sec * 1000.0
         for label, opened, span in (("LTF", snap.last_open_time, snap.ltf_interval_ms),
                                     ("HTF", snap.htf_last_open_time, snap.htf_interval_ms)):
             if opened is not None and now_ms - (opened + span) > max_age + span:
@@ -210,19 +260,18 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
                            f"ago (limit {(max_age + span) / 1000:.0f} s)")
         if book is not None and book.time and now_ms - book.time > max_age:
             add(STALE, f"book is {(now_ms - book.time) / 1000:.0f} s old (limit {max_age / 1000:.0f} s)")
-    spread = None
+    spread = mid = None
     if book is None:
         add(NO_BOOK, "no best bid/ask")
     elif not (0 < book.bid <= book.ask):
         add(BAD_BOOK, f"unusable book: bid {book.bid} ask {book.ask}")
     else:
-        spread = float((book.ask - book.bid) / book.mid)
+        mid = book.mid
+        spread = float((book.ask - book.bid) / mid)
 
-    features = np.full(len(FEATURE_NAMES), np.nan)
-    features.setflags(write=False)
     computed = snap.candle is not None and not snap.bad_data and HISTORY not in {r.code for r in reasons}
     if not computed:
-        return SignalResult(None, tuple(reasons), features, candle_time=snap.last_open_time, spread=spread)
+        return SignalResult(None, tuple(reasons), _nan_features(), candle_time=snap.last_open_time, spread=spread)
 
     # -- direction and its confirmations --------------------------------------------------
     o, h, lo, c = snap.candle
@@ -230,8 +279,8 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
     slow, slow_prev = snap.ema_slow
     trend = _compare(fast, slow)
     crossed = trend != 0 and _compare(fast_prev, slow_prev) != trend
-    align = bool(_setting(settings, "allow_trend_align", True))
-    pad = float(_setting(settings, "align_rsi_pad", 1.5)) if align else 0.0
+    align = rp.allow_trend_align
+    pad = rp.align_rsi_pad if align else 0.0
     direction = kind = None
     if trend and (crossed or align):
         direction = "long" if trend > 0 else "short"
@@ -244,13 +293,13 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
     htf_trend = _compare(htf_now, htf_back)
     slope_htf = (htf_now - htf_back) / htf_back
     if direction == "long":
-        limit = float(_setting(settings, "rsi_buy_min", 51.0)) - pad
+        limit = rp.rsi_buy_min - pad
         if not snap.rsi > limit:
             add(RSI, f"RSI {snap.rsi:.2f} <= {limit:g} for a long")
         if htf_trend <= 0:
             add(HTF_TREND, f"HTF EMA55 not rising (slope {slope_htf:+.5f} over {HTF_SLOPE_BARS} bars)")
     elif direction == "short":
-        limit = float(_setting(settings, "rsi_sell_max", 49.0)) + pad
+        limit = rp.rsi_sell_max + pad
         if not snap.rsi < limit:
             add(RSI, f"RSI {snap.rsi:.2f} >= {limit:g} for a short")
         if htf_trend >= 0:
@@ -261,22 +310,22 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
     if not atr > 0:
         add(ATR, f"ATR is {atr:g}: no stop distance")
     if spread is not None:
-        limit = max(float(_setting(settings, "spread_bps_max", 0.009)), 0.5 * atr / c)
+        limit = max(rp.spread_bps_max, 0.5 * atr / c)
         if spread > limit:
             add(SPREAD, f"spread {spread:.5f} of mid > {limit:.5f}")
     wick = wickiness(o, h, lo, c)
-    wick_max = float(_setting(settings, "wickiness_max", 0.985))
+    wick_max = rp.wickiness_max
     if wick > wick_max:
         add(WICKINESS, f"wickiness {wick:.3f} > {wick_max:g}")
     adx_now, adx_back = snap.adx
     edge = expected_edge_r(slope_htf, adx_now)
-    min_edge = float(_setting(settings, "min_edge_r", 0.08))
+    min_edge = rp.min_edge_r
     if edge < min_edge:
         add(EDGE_R, f"expected edge {edge:.3f} R < {min_edge:g}")
     funding = 0.0 if funding_rate is None else float(funding_rate)
-    if direction and _setting(settings, "funding_filter_enabled", True):
-        max_long = float(_setting(settings, "funding_max_long", 0.001))
-        max_short = float(_setting(settings, "funding_max_short", 0.001))
+    if direction and rp.funding_filter_enabled:
+        max_long = rp.funding_max_long
+        max_short = rp.funding_max_short
         if funding_rate is None:
             add(FUNDING, "funding rate unknown")
         elif direction == "long" and funding > max_long:
@@ -285,25 +334,27 @@ def _decide(snap: _Snapshot, book: BookTicker | None, funding_rate: float | None
             add(FUNDING, f"funding {funding:+.5f} < -{max_short:g}: shorts pay")
 
     # -- features, entry, brackets ------------------------------------------------------------
-    features = np.array([
+    values = [
         adx_now, atr / c, slope_htf, snap.rsi, funding, float(qv_score), float(trend),
         adx_now - adx_back, (fast - fast_back) / fast_back, math.nan if spread is None else spread,
-    ])
+    ]
+    features = np.array(values)
     features.setflags(write=False)
-    bad = [name for name, value in zip(FEATURE_NAMES, features)
-           if not math.isfinite(value) and not (name == "spread" and spread is None)]
-    if bad:
-        add(BAD_DATA, f"non-finite features: {', '.join(bad)}")
+    if not all(map(math.isfinite, values)):
+        bad = [name for name, value in zip(FEATURE_NAMES, values)
+               if not math.isfinite(value) and not (name == "spread" and spread is None)]
+        if bad:
+            add(BAD_DATA, f"non-finite features: {', '.join(bad)}")
 
     if book is not None and spread is not None:
-        entry = {"long": book.ask, "short": book.bid}.get(direction or "", book.mid)
+        entry = book.ask if direction == "long" else book.bid if direction == "short" else mid
     else:
         entry = Decimal(repr(c))
     stop = take_profit = None
     if direction and atr > 0 and math.isfinite(atr):
         sign = Decimal(1) if direction == "long" else Decimal(-1)
-        stop = entry - sign * Decimal(repr(float(_setting(settings, "sl_atr_mult", 1.3)) * atr))
-        take_profit = entry + sign * Decimal(repr(float(_setting(settings, "tp_atr_mult", 2.0)) * atr))
+        stop = entry - sign * Decimal(repr(rp.sl_atr_mult * atr))
+        take_profit = entry + sign * Decimal(repr(rp.tp_atr_mult * atr))
         if stop <= 0 or take_profit <= 0:
             add(ATR, f"ATR {atr:g} puts the {'stop' if stop <= 0 else 'take-profit'} at or below 0")
     return SignalResult(
@@ -479,20 +530,16 @@ def evaluate_at(series: SignalSeries, i: int, book: BookTicker | None, funding_r
     h = int(series.htf_index[i])
     ltf_count = min(i + 1, series.ltf_window)
     htf_count = min(h + 1, series.htf_window)
-    base = dict(
-        ltf_count=ltf_count, htf_count=htf_count, last_open_time=int(ltf.open_time[i]),
-        htf_last_open_time=int(htf.open_time[h]) if h >= 0 else None,
-        ltf_interval_ms=interval_ms(ltf.interval), htf_interval_ms=interval_ms(htf.interval),
-    )
+    last_open, htf_last_open = int(ltf.open_time[i]), int(htf.open_time[h]) if h >= 0 else None
+    ltf_ms, htf_ms = interval_ms(ltf.interval), interval_ms(htf.interval)
     if ltf_count < MIN_LTF_BARS or htf_count < MIN_HTF_BARS:
-        return _decide(_Snapshot(candle=None, **base), book, funding_rate, settings, qv_score, now_ms)
-    snap = _Snapshot(
-        candle=(float(ltf.open[i]), float(ltf.high[i]), float(ltf.low[i]), float(ltf.close[i])),
-        ema_fast=tuple(float(v) for v in series.ema_fast[:, i]),
-        ema_slow=tuple(float(v) for v in series.ema_slow[:, i]),
-        rsi=float(series.rsi[i]), atr=float(series.atr[i]),
-        adx=tuple(float(v) for v in series.adx[:, i]),
-        htf_ema=tuple(float(v) for v in series.htf_ema[:, h]),
-        **base,
-    )
+        snap = _Snapshot(ltf_count, htf_count, last_open, htf_last_open, ltf_ms, htf_ms, None)
+    else:
+        snap = _Snapshot(  # .tolist() gives the same Python floats as float() of each element
+            ltf_count, htf_count, last_open, htf_last_open, ltf_ms, htf_ms,
+            (ltf.open[i].item(), ltf.high[i].item(), ltf.low[i].item(), ltf.close[i].item()),
+            tuple(series.ema_fast[:, i].tolist()), tuple(series.ema_slow[:, i].tolist()),
+            series.rsi[i].item(), series.atr[i].item(), tuple(series.adx[:, i].tolist()),
+            tuple(series.htf_ema[:, h].tolist()),
+        )
     return _decide(snap, book, funding_rate, settings, qv_score, now_ms)

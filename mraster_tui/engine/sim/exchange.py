@@ -90,6 +90,7 @@ Venue rules (error codes)
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import re
@@ -284,8 +285,8 @@ class _Sym:
     """Per-symbol state: position, open orders, fills, path choice, trigger thresholds."""
 
     __slots__ = ("symbol", "info", "tick", "step", "tick_f", "pp", "amount", "entry", "leverage", "orders",
-                 "fills", "update_time", "var_k", "var_lf", "pos_since_k", "thr", "dirty", "dn_max", "up_min",
-                 "liq", "band", "next_k", "next_fund", "wake", "mark_places")
+                 "fills", "fill_times", "fills_sorted", "update_time", "var_k", "var_lf", "pos_since_k", "thr",
+                 "dirty", "dn_max", "up_min", "liq", "band", "next_k", "next_fund", "wake", "mark_places")
 
     def __init__(self, info: SymbolInfo) -> None:
         self.symbol = info.symbol
@@ -300,6 +301,8 @@ class _Sym:
         self.leverage = DEFAULT_LEVERAGE
         self.orders: list[_Ord] = []
         self.fills: list[Fill] = []
+        self.fill_times: list[int] = []  # the fills' times, to find a time range by bisection
+        self.fills_sorted = True  # fills are in time order (always, unless restored otherwise)
         self.update_time = 0
         self.var_k = -1  # a candle whose path was fixed explicitly (the one a position changed in)
         self.var_lf = True
@@ -313,6 +316,24 @@ class _Sym:
         self.next_k = -1  # no threshold can be touched before this candle (-1: unknown)
         self.next_fund = -1  # next funding time (-1: unknown)
         self.wake: float | None = None  # when the next walk is needed (scheduled in the heap)
+
+    def add_fill(self, fill: Fill) -> None:
+        if self.fill_times and fill.time < self.fill_times[-1]:
+            self.fills_sorted = False
+        self.fills.append(fill)
+        self.fill_times.append(fill.time)
+
+    def set_fills(self, fills: list[Fill]) -> None:
+        self.fills, self.fill_times, self.fills_sorted = [], [], True
+        for f in fills:
+            self.add_fill(f)
+
+    def fills_between(self, lo: int, hi: int) -> list[Fill]:
+        """The fills with ``lo <= time <= hi``, in fill order (a slice while they are sorted:
+        the list grows all run long and the guard reads it after every closed trade)."""
+        if self.fills_sorted:
+            return self.fills[bisect.bisect_left(self.fill_times, lo):bisect.bisect_right(self.fill_times, hi)]
+        return [f for f in self.fills if lo <= f.time <= hi]
 
 
 class SimExchange:
@@ -351,8 +372,12 @@ class SimExchange:
         self._next_trade_id = 100_001
         self._seq = 0
         self._funding: list[FundingPayment] = []
+        self._funding_by_sym: dict[str, list[FundingPayment]] = {}  # the same payments per symbol
         self._step_events: list[SimEvent] | None = None
+        # quotes at the current instant, cached until time moves (see :meth:`forget_prices`)
         self._mark_cache: dict[str, float] = {}
+        self._price_cache: dict[str, tuple[float, float, float]] = {}
+        self._book_cache: dict[str, BookTicker] = {}
         self._walk_mark: tuple[str, float] | None = None  # (symbol, mark) at the current walk point
         self._due: set[str] = set()  # symbols whose levels changed: walked at the next step
         self._risk_stale = False  # funding changed the wallet during this step
@@ -371,7 +396,7 @@ class SimExchange:
             raise ValueError(f"simulated time never goes backwards ({t_ms} < {self._now})")
         if t_ms == self._now:
             return []
-        self._mark_cache.clear()  # marks are cached per instant
+        self.forget_prices()  # quotes are cached per instant
         if not self._active:
             self._now = t_ms
             return []
@@ -395,13 +420,25 @@ class SimExchange:
         finally:
             self._step_events = None
         self._now = t_ms
-        self._mark_cache.clear()  # the walk cached marks at the step start
+        self.forget_prices()  # the walk cached marks at the step start
         events.sort(key=lambda e: e.time)
         return events
+
+    def forget_prices(self) -> None:
+        """Drop the quotes cached for the current instant (time moved, or a live feed replaced
+        the observation at this instant).
+
+        Within one instant a quote cannot change otherwise: a position change keeps the path of
+        the candle it happens in, so the price now is the same before and after it."""
+        self._mark_cache.clear()
+        self._price_cache.clear()
+        self._book_cache.clear()
 
     def drain_events(self) -> list[SimEvent]:
         """Every event since the last drain, from :meth:`advance_to` and from order calls alike
         (immediate fills, cancels); the last 10 000 are kept."""
+        if not self._journal:  # the common case: every paper call drains
+            return []
         out = list(self._journal)
         self._journal.clear()
         return out
@@ -436,8 +473,18 @@ class SimExchange:
         st.pos_since_k = k + 1
 
     def _price_f(self, st: _Sym, t: int | None = None) -> tuple[float, float, float]:
-        """(price, half spread fraction, premium) at ``t`` (default now)."""
-        t = self._now if t is None else t
+        """(price, half spread fraction, premium) at ``t`` (default now; cached per instant
+        outside :meth:`advance_to`, whose walk changes the paths of later candles)."""
+        if t is None or t == self._now:
+            if self._step_events is None:
+                got = self._price_cache.get(st.symbol)
+                if got is None:
+                    got = self._price_cache[st.symbol] = self._price_at(st, self._now)
+                return got
+            t = self._now
+        return self._price_at(st, t)
+
+    def _price_at(self, st: _Sym, t: int) -> tuple[float, float, float]:
         k, row = self._row(st, t)
         return path_price(row, self.feed.base_ms, t, self._low_first(st, k, row)), row[6] / 2.0, row[7]
 
@@ -465,12 +512,23 @@ class SimExchange:
         return Decimal(max(n, 1)) * st.tick
 
     def _book(self, st: _Sym) -> tuple[Decimal, Decimal]:
-        p, hs, _ = self._price_f(st)
-        bid = self._tick_dec(st, p * (1.0 - hs), False)
-        ask = self._tick_dec(st, p * (1.0 + hs), True)
-        if ask <= bid and hs > 0:  # a real spread is at least one tick
-            ask = bid + st.tick
-        return bid, ask
+        b = self._book_ticker(st)
+        return b.bid, b.ask
+
+    def _book_ticker(self, st: _Sym) -> BookTicker:
+        """The best bid/ask now (cached per instant like :meth:`_price_f`)."""
+        b = self._book_cache.get(st.symbol)
+        if b is None:
+            p, hs, _ = self._price_f(st)
+            bid = self._tick_dec(st, p * (1.0 - hs), False)
+            ask = self._tick_dec(st, p * (1.0 + hs), True)
+            if ask <= bid and hs > 0:  # a real spread is at least one tick
+                ask = bid + st.tick
+            depth = max(st.step, (Decimal(2000) / ask / st.step).to_integral_value() * st.step)
+            b = BookTicker(st.symbol, bid, ask, depth, depth, self._now)
+            if self._step_events is None:
+                self._book_cache[st.symbol] = b
+        return b
 
     def _sym(self, symbol: str) -> _Sym:
         st = self._syms.get(symbol)
@@ -563,10 +621,15 @@ class SimExchange:
         for sym, st in self._syms.items():
             if self.feed.index_at(sym, self._now) < 0:
                 continue
-            bid, ask = self._book(st)
-            depth = max(st.step, (Decimal(2000) / ask / st.step).to_integral_value() * st.step)
-            out[sym] = BookTicker(sym, bid, ask, depth, depth, self._now)
+            out[sym] = self._book_ticker(st)
         return out
+
+    def book_ticker(self, symbol: str) -> BookTicker | None:
+        """One symbol's entry of :meth:`book_tickers` (None before its first candle)."""
+        st = self._sym(symbol)
+        if self.feed.index_at(symbol, self._now) < 0:
+            return None
+        return self._book_ticker(st)
 
     def premium_index(self) -> dict[str, PremiumIndex]:
         out = {}
@@ -666,8 +729,13 @@ class SimExchange:
 
     def funding_payments(self, symbol: str | None = None, start_ms: int | None = None,
                          end_ms: int | None = None) -> list[FundingPayment]:
-        return [f for f in self._funding if (symbol is None or f.symbol == symbol)
+        pool = self._funding if symbol is None else self._funding_by_sym.get(symbol, [])
+        return [f for f in pool if (symbol is None or f.symbol == symbol)
                 and (start_ms is None or f.time >= start_ms) and (end_ms is None or f.time <= end_ms)]
+
+    def _add_funding(self, payment: FundingPayment) -> None:
+        self._funding.append(payment)
+        self._funding_by_sym.setdefault(payment.symbol, []).append(payment)
 
     def funding_income(self, symbol: str, start_ms: int, end_ms: int | None = None) -> Decimal:
         """Funding received (+) / paid (-) on ``symbol`` in [start_ms, end_ms]."""
@@ -746,7 +814,7 @@ class SimExchange:
             lo, hi = int(start_ms), int(start_ms) + 7 * DAY_MS
         else:
             lo, hi = int(start_ms), int(end_ms)
-        rows = [f for f in fills if lo <= f.time <= hi]
+        rows = st.fills_between(lo, hi)
         return rows[:limit] if start_ms is not None else rows[-limit:]
 
     def place_order(self, req: OrderRequest, *, algo: bool = False) -> Order:
@@ -984,7 +1052,7 @@ class SimExchange:
         target = child or rec
         fill = Fill(st.symbol, tid, target.order_id, rec.side, price, qty, notional, commission, self.asset,
                     realized, t, maker)
-        st.fills.append(fill)
+        st.add_fill(fill)
         for o in (rec, child) if child is not None else (rec,):
             o.executed += qty
             o.cum_quote += notional
@@ -1113,7 +1181,7 @@ class SimExchange:
         self._walk_mark = (st.symbol, float(mark))
         amount = _money(-st.amount * mark * rate)
         self._wallet += amount
-        self._funding.append(FundingPayment(st.symbol, tf, rate, amount))
+        self._add_funding(FundingPayment(st.symbol, tf, rate, amount))
         self._emit(SimEvent("funding", tf, st.symbol, amount=amount, detail=f"rate {rate} at mark {mark}"))
         self._risk_stale = True  # one refresh for all the payments of this step (end of advance_to)
 
@@ -1346,14 +1414,15 @@ class SimExchange:
             st.amount, st.entry = Decimal(d["amount"]), Decimal(d["entry"])
             st.leverage, st.update_time = d["leverage"], d["update_time"]
             st.var_k, st.var_lf, st.pos_since_k = d["var"]
-            st.fills = [_fill_from_dict(f) for f in d["fills"]]
+            st.set_fills([_fill_from_dict(f) for f in d["fills"]])
         for od in data["orders"]:
             rec = _Ord.from_dict(od)
             (sim._algos if rec.is_algo else sim._orders)[rec.order_id] = rec
             (sim._algo_by_client if rec.is_algo else sim._by_client)[(rec.symbol, rec.client_id)] = rec
             if rec.open:
                 sim._syms[rec.symbol].orders.append(rec)
-        sim._funding = [FundingPayment(s, t, Decimal(r), Decimal(a)) for s, t, r, a in data["funding"]]
+        for s, t, r, a in data["funding"]:
+            sim._add_funding(FundingPayment(s, t, Decimal(r), Decimal(a)))
         for st in sim._syms.values():
             sim._touch(st)
         sim._due.update(sim._active)
