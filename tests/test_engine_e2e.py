@@ -441,3 +441,22 @@ async def test_a_journaled_entry_is_resolved_by_client_id_after_a_crash(tmp_path
     finally:
         await engine.shutdown()
         h.stop()
+
+
+async def test_a_refused_api_key_stops_the_start_with_one_clear_error(tmp_path):
+    """A wrong secret does not fix itself: the engine does not retry forever or run a blind
+    cycle, it stops with the reason (headless turns it into exit code 1)."""
+    import threading
+
+    from mraster_tui.engine.errors import AuthError
+
+    with loopback("hold") as handle:
+        settings = live_settings(handle.base_url, api_secret="0" * 64)
+        engine, sink = live_engine(handle, tmp_path, settings)
+        with pytest.raises(AuthError):
+            await asyncio.wait_for(engine.run(threading.Event(), run_once=True), timeout=20)
+        [err] = [e for e in sink.of(EventKind.ERROR) if "refused the API key" in e.message]
+        assert "0" * 64 not in err.message and "\n" not in err.message
+        assert engine.snapshot().last_cycle == {}  # no cycle ran
+        with handle.lock:
+            assert handle.sim.all_orders() == []

@@ -37,7 +37,7 @@ import numpy as np
 from mraster_tui.config.schema import BY_NAME
 from mraster_tui.engine.breaker import BreakerChange, CircuitBreaker
 from mraster_tui.engine.decision_log import DecisionLog, DecisionLogError
-from mraster_tui.engine.errors import IpBanned, VenueError
+from mraster_tui.engine.errors import AuthError, IpBanned, VenueError
 from mraster_tui.engine.events import Event, EventKind, EventSink, EngineSnapshot, PositionView
 from mraster_tui.engine.executor import EntryFailed, Executor
 from mraster_tui.engine.fasttp import FastTP
@@ -192,7 +192,7 @@ class Engine:
         self._started = True
         await self._refresh_info(force=True)
         await self._sync_time()
-        await self._refresh_balance()
+        await self._refresh_balance(fatal_auth=True)  # the first signed call: a refused key stops here
         await self._step("guard", self.guard_pass)  # reconcile; a failure is reported, not fatal
         st = report.state
         self.emit(EventKind.ENGINE, "INFO",
@@ -254,6 +254,10 @@ class Engine:
             try:
                 await self.start()
                 return True
+            except AuthError as exc:  # a refused key does not fix itself: stop, say why
+                self._error = f"the venue refused the API key or signature ({exc})"
+                self.emit(EventKind.ERROR, "ERROR", f"cannot start: {self._error}")
+                raise
             except VenueError as exc:
                 self._error = str(exc)
                 self.emit(EventKind.ERROR, "ERROR", f"cannot start: the venue is not reachable ({exc}); "
@@ -602,9 +606,14 @@ class Engine:
                 if self._info is None:
                     raise
 
-    async def _refresh_balance(self) -> None:
+    async def _refresh_balance(self, *, fatal_auth: bool = False) -> None:
         try:
             bal = await self.exchange.balance(str(self.settings.quote))
+        except AuthError as exc:
+            if fatal_auth:
+                raise
+            self.emit(EventKind.ERROR, "ERROR", f"the venue refused the API key ({exc})")
+            return
         except VenueError as exc:
             self.emit(EventKind.WARNING, "WARNING", f"balance could not be read ({exc})")
             return

@@ -115,9 +115,11 @@ def _more_runs(ex, key: str, secret: str, bots: list, tmp_path: Path, outputs: d
         b = Bot(ex.base_url, tmp_path / name.replace(" ", "-"), k, s, args=("--no-ui", "--live", "--run-once"),
                 settings={"ASTER_LOG_FORMAT": "text"}, log_level="DEBUG")
         bots.append(b)
-        b.wait(30)
+        rc = b.wait(30)
         outputs[f"{name} stdout"], outputs[f"{name} stderr"] = b.stdout, b.stderr
         assert f"code {code}" in b.stdout + b.stderr, b.tail()  # the venue's error text was reported
+        assert rc == 1, b.tail()  # a refused key is a failed run (a scheduler must see it)
+        assert "Traceback" not in b.stderr
     for args in (("doctor",), ("config", "show")):
         b = Bot(ex.base_url, tmp_path / args[0], key, secret, args=args)
         bots.append(b)

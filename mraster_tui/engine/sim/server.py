@@ -108,10 +108,8 @@ log = logging.getLogger(__name__)
 
 #: The public test-vector key pair of the Binance / AsterDex signing docs: the loopback server's
 #: default credentials (they protect nothing; they make the contract's examples verifiable).
-TEST_API_KEY = "dbefbc809e3e83c283a984c3a1459732ea7db1360ca80c5c2c8867408d28cc83"
-TEST_API_SECRET = "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9"
+from mraster_tui.engine.sim.testvector import TEST_API_KEY, TEST_API_SECRET, VENUES  # noqa: E402  (re-exported)
 
-VENUES = ("binance", "aster")
 
 _MANDATORY = "Mandatory parameter '{}' was not sent, was empty/null, or malformed."
 _INVALID = "Data sent for parameter '{}' is not valid."

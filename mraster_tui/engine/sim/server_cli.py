@@ -15,7 +15,7 @@ import threading
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mraster_tui.engine.sim.server import TEST_API_KEY, TEST_API_SECRET, VENUES, ControlError, LoopbackExchange
+from mraster_tui.engine.sim.testvector import TEST_API_KEY, TEST_API_SECRET, VENUES
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -126,6 +126,9 @@ def _balance(text: str) -> Decimal:
 
 def run(args: argparse.Namespace) -> int:
     """Run until Ctrl-C / SIGTERM; 0 on a clean stop, 2 on bad arguments or data."""
+    # imported here: every other mraster-tui command would pay for the server's imports
+    from mraster_tui.engine.sim.server import ControlError, LoopbackExchange
+
     try:
         balance = _balance(args.balance)
         if not args.speed > 0:
