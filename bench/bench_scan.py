@@ -66,6 +66,17 @@ async def _scan_figures(base_url: str, quick: bool) -> dict[str, float]:
         assert not scan.errors, scan.errors
         scan_weight = gov.snapshot().used_weight - used_before
 
+        # steady state: every later scan (after each candle close) refreshes the cached history
+        # with incremental reads of the newest candles; kline_cache_sec=0 makes every kline refresh
+        md_warm = MarketData(ex, settings.replace(kline_cache_sec=0), clock)
+        await md_warm.scan(symbols)
+        warm_before = gov.snapshot().used_weight
+        t0 = time.perf_counter()
+        warm = await md_warm.scan(symbols)
+        wall_warm = (time.perf_counter() - t0) * 1000
+        assert not warm.errors, warm.errors
+        warm_weight = gov.snapshot().used_weight - warm_before
+
         md_default = MarketData(ex, Settings.defaults(), clock)
         t0 = time.perf_counter()
         await md_default.scan(symbols)
@@ -82,7 +93,8 @@ async def _scan_figures(base_url: str, quick: bool) -> dict[str, float]:
             await ex.premium_index()
             sequential = (time.perf_counter() - t0) * 1000
         snap = gov.snapshot()
-        return {"single": single, "wall": wall, "cpu_per_request": cpu / scan.requests,
+        return {"single": single, "wall": wall, "cpu_per_request": cpu / scan.requests, "wall_warm": wall_warm,
+                "warm_weight": warm_weight,
                 "wall_default": wall_default, "sequential": sequential,
                 "requests": scan.requests, "scan_weight": scan_weight, "used": snap.used_weight,
                 "limit": snap.weight_limit, "budget": int(snap.weight_limit * (1 - gov.safety_margin)),
@@ -98,10 +110,16 @@ def run(quick: bool) -> list[dict]:
         f = asyncio.run(_scan_figures(srv.base_url, quick))
     ratio = f["wall"] / f["single"]
     return [
-        {"name": "scan_40_symbols_wall", "value": round(f["wall"], 1), "unit": "ms",
+        {"name": "scan_40_symbols_wall (cold, full history)", "value": round(f["wall"], 1), "unit": "ms",
          "goal": f"< {GOAL_RATIO:g}x single ({GOAL_RATIO * f['single']:.0f} ms)", "ok": ratio < GOAL_RATIO},
         {"name": "scan_vs_single_ratio", "value": round(ratio, 2), "unit": "x", "goal": f"< {GOAL_RATIO:g}",
          "ok": ratio < GOAL_RATIO},
+        {"name": "scan_40_symbols_warm (after a candle close)", "value": round(f["wall_warm"], 1), "unit": "ms",
+         "goal": f"< {GOAL_RATIO:g}x single ({GOAL_RATIO * f['single']:.0f} ms)",
+         "ok": f["wall_warm"] / f["single"] < GOAL_RATIO},
+        {"name": "warm_scan_vs_single_ratio", "value": round(f["wall_warm"] / f["single"], 2), "unit": "x",
+         "goal": f"< {GOAL_RATIO:g}", "ok": f["wall_warm"] / f["single"] < GOAL_RATIO},
+        {"name": "warm_scan_weight", "value": f["warm_weight"], "unit": "weight", "goal": "info", "ok": None},
         {"name": "single_kline_request", "value": round(f["single"], 1), "unit": "ms",
          "goal": f"~{LATENCY_MS} ms added latency", "ok": None},
         {"name": "client_cpu_per_request", "value": round(f["cpu_per_request"], 2), "unit": "ms",

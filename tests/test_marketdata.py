@@ -157,3 +157,28 @@ async def test_outage_returns_last_good_data_flagged_stale(srv, ex, symbols) -> 
 def test_bad_interval_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown interval"):
         MarketData(object(), SimpleNamespace(interval="7m"), WallClock())
+
+
+async def test_refresh_reads_only_the_newest_candles_and_merges_them_exactly(srv, ex, symbols) -> None:
+    start = await ex.server_time()
+    clock = SimClock(start)
+    md = MarketData(ex, md_settings(klines=300), clock)
+    await md.scan(symbols[:2])
+    for minutes in (5, 25, 60 * 12):  # one candle later, a few later, half a day later (a full read)
+        clock.advance(minutes * 60)
+        srv.advance(minutes * 60_000)
+        srv.clear_requests()
+        scan = await md.scan(symbols[:2])
+        limits = {(r["params"]["symbol"], r["params"]["interval"]): int(r["params"]["limit"])
+                  for r in requests(srv, "/fapi/v1/klines")}
+        for sym in symbols[:2]:
+            fresh_ltf = await ex.klines(sym, "5m", 300)
+            got = scan.snapshots[sym].ltf
+            assert len(got) == 300
+            assert (got.open_time == fresh_ltf.open_time).all(), minutes
+            for f in ("open", "high", "low", "close", "volume"):  # the forming candle moves on meanwhile
+                assert (getattr(got, f)[:-1] == getattr(fresh_ltf, f)[:-1]).all(), (minutes, f)
+            if minutes < 60:
+                assert limits[(sym, "5m")] <= 10  # only the newest candles travelled
+            else:
+                assert limits[(sym, "5m")] == 300  # too far behind: one full read

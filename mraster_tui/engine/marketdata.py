@@ -7,7 +7,9 @@ fallback.
 * Klines are cached per (symbol, interval) for ``kline_cache_sec``, but never across a candle
   close: once the cached forming candle's period has ended, the next read refetches, so a scan
   right after a close always sees the newly closed candle.  Concurrent readers of one key share
-  one request.
+  one request.  After the first full read a refresh asks only for the newest candles (from the
+  cached forming one on, at most ``INCREMENTAL_MAX``: weight 1, a fraction of the parsing) and
+  merges them into the cached history; without an overlap it reads the full history again.
 * When a fetch fails, the last good copy is used instead and the snapshot says so (``stale``
   with the reasons) and how old its oldest piece is (``age_ms``).  ``can_open`` is False when
   that age exceeds ``max_data_age_sec`` (or a piece is missing): the engine must not open a
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from mraster_tui.engine.clock import Clock
 from mraster_tui.engine.errors import VenueError
 from mraster_tui.engine.types import BookTicker, Candles, PremiumIndex, interval_ms
@@ -31,6 +35,8 @@ T = TypeVar("T")
 #: cached data older than this many times ``max_data_age_sec`` is dropped for symbols no longer
 #: scanned (it could not open a trade anyway and only costs memory)
 _PRUNE_FACTOR = 10
+#: after the first full read, klines are refreshed with reads of at most this many candles
+INCREMENTAL_MAX = 99
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +160,17 @@ class MarketData:
         if entry is not None and self._fresh(entry, interval, limit, self.clock.now_ms()):
             return _Got(_tail(entry.value, limit), entry.fetched_ms, None)
 
+        fetch_limit = self._incremental_limit(entry, interval, limit)
+
         async def fetch() -> Candles:
             async with sem:
-                return await self.exchange.klines(symbol, interval, limit)
+                got = await self.exchange.klines(symbol, interval, fetch_limit)
+                if fetch_limit < limit:
+                    merged = _merge(entry.value, got, limit) if entry is not None else None
+                    if merged is not None:
+                        return merged
+                    got = await self.exchange.klines(symbol, interval, limit)  # no overlap: full read
+                return got
         try:
             candles = await self._shared(("klines", symbol, interval, limit), fetch)
         except VenueError as exc:
@@ -168,6 +182,18 @@ class MarketData:
         fetched = self.clock.now_ms()
         self._klines[key] = _Entry(candles, fetched, limit)
         return _Got(candles, fetched, None)
+
+    def _incremental_limit(self, entry: _Entry[Candles] | None, interval: str, limit: int) -> int:
+        """How many candles to ask for: after the first full read only the newest few (the cached
+        forming candle onwards), which the scan merges into the cached history.  Small reads
+        weigh less (1 instead of 2) and cost a fraction of the parsing."""
+        if entry is None or entry.limit < limit or len(entry.value) < limit:
+            return limit
+        venue_now = self.clock.now_ms() + int(getattr(self.exchange, "time_offset_ms", 0) or 0)
+        missing = (venue_now - int(entry.value.open_time[-1])) // interval_ms(interval) + 1
+        if missing < 0 or missing + 2 > INCREMENTAL_MAX:
+            return limit
+        return min(limit, max(3, int(missing) + 2))
 
     async def _all_symbols(self, method: str) -> _Got[dict]:
         """One all-symbol read (``book_tickers`` / ``premium_index``), with its fallback."""
@@ -240,6 +266,21 @@ class MarketData:
         else:
             for key in [k for k in self._klines if k[0] == symbol]:
                 del self._klines[key]
+
+
+def _merge(old: Candles, new: Candles, limit: int) -> Candles | None:
+    """``old`` history with ``new`` (the newest candles) on top, the last ``limit`` rows; None
+    when they do not overlap (a gap: the caller reads the full history again)."""
+    if len(new) == 0 or len(old) == 0:
+        return None
+    first_new = int(new.open_time[0])
+    if first_new > int(old.open_time[-1]) or first_new < int(old.open_time[0]):
+        return None
+    keep = int(np.searchsorted(old.open_time, first_new))
+    out = Candles(*(np.concatenate((getattr(old, f)[:keep], getattr(new, f)))
+                    for f in ("open_time", "open", "high", "low", "close", "volume")),
+                  new.interval, new.last_closed)
+    return _tail(out, limit)
 
 
 def _tail(c: Candles, n: int) -> Candles:
