@@ -62,6 +62,7 @@ from mraster_tui.widgets.status_bar import EngineView
 
 #: snapshot renders and log batches per second (the conventions cap it at 10)
 UI_HZ = 5
+UI_FRAME_HZ = 60  # one frame of a 60 Hz terminal: how long a mode switch holds updates
 #: seconds between terminal checks of the TTY-loss watchdog
 WATCHDOG_INTERVAL = 2.0
 #: after this many seconds of waiting for the engine on quit, the UI exits and says it still waits
@@ -275,10 +276,20 @@ class MrAsterApp(App[int], inherit_bindings=False):
         self._screens[mode] = screen
         return screen
 
+    def delay_update(self, delay: float = 1 / UI_FRAME_HZ) -> None:
+        """Textual holds updates for 50 ms on a mode switch to hide a screen still being laid
+        out; both mode screens are built at start (``on_mount``), so one frame is enough and 'p'
+        answers within the key latency goal."""
+        super().delay_update(delay)
+
     def on_mount(self) -> None:
         # a new screen shows at once; its log catches up right after that frame
         self.screen_change_signal.subscribe(self, lambda _screen: self.refresh_views(pump=False))
-        self.switch_mode("pro" if self.settings.ui_pro else "preset")
+        # both mode screens are built now, the other one first (hidden behind the wanted one): the
+        # first 'p' is then a plain switch, not a compose of a whole screen while the user waits
+        wanted = "pro" if self.settings.ui_pro else "preset"
+        self.switch_mode("preset" if wanted == "pro" else "pro")
+        self.switch_mode(wanted)
         self.set_interval(1 / UI_HZ, self.refresh_views, name="ui-tick")
         if self._watchdog:
             self.set_interval(WATCHDOG_INTERVAL, self._check_terminal, name="tty-watchdog")

@@ -175,9 +175,12 @@ async def test_pro_toggle_is_remembered(cfg):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.current_mode == "preset" and isinstance(app.screen, PresetScreen)
+        # the other mode's screen was built at start, hidden: 'p' shows it without composing one
+        prebuilt = app._screens["pro"]
+        assert prebuilt.ready and not prebuilt.rendered
         await pilot.press("p")
         await pilot.pause()
-        assert app.current_mode == "pro" and isinstance(app.screen, ProScreen)
+        assert app.current_mode == "pro" and app.screen is prebuilt
         assert file_values(cfg)["ui_pro"] is True
         # the key line fits 80 columns and always shows how to quit
         from mraster_tui.widgets.keybar import keybar_content
