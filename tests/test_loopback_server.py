@@ -16,6 +16,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from mraster_tui.engine.sim.server import (
@@ -907,3 +908,89 @@ def test_threads_are_cleaned_up_on_stop():
     assert threading.active_count() <= before
     with pytest.raises(httpx.ConnectError):
         httpx.get(h.base_url + "/fapi/v1/time", timeout=1)
+
+
+# -- performance without changing an answer ------------------------------------------------
+
+def _candles(rows: list[tuple[int, float, float, float, float, float]], last_closed: bool):
+    from mraster_tui.engine.types import Candles
+    cols = list(zip(*rows))
+    return Candles(np.array(cols[0], dtype=np.int64), *(np.array(c, dtype=np.float64) for c in cols[1:]),
+                   "5m", last_closed)
+
+
+def test_kline_rows_are_encoded_by_hand_rules_and_the_cache_never_changes_an_answer():
+    from mraster_tui.engine.sim.server import KlineRowCache, _Precision
+    step, pr = 300_000, _Precision(price=2, qty=3)
+    base = [(i * step, 1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0) for i in range(5)]
+    cache = KlineRowCache()
+    first = json.loads(cache.encode(("X", "5m"), _candles(base, last_closed=False), step, pr))
+    # quote = 10 * (2 + 0.5 + 1.5) / 3 = 13.333; taker share = 0.5 + 0.25 * 0.5 / 1.5 = 0.58333
+    assert first[0] == [0, "1.00", "2.00", "0.50", "1.50", "10.000", 299_999, "13.33", 1, "5.833", "7.78", "0"]
+    assert len(first) == 5 and cache.hits == 0
+
+    def fresh(rows, last_closed):
+        return KlineRowCache().encode(("X", "5m"), _candles(rows, last_closed), step, pr)
+
+    # a candle later: the formerly forming candle closed at another price, a new one forms;
+    # the four closed rows come from the cache, the rest is encoded, the bytes are the same
+    later = base[1:4] + [(4 * step, 5.0, 6.5, 4.0, 6.25, 12.5), (5 * step, 6.25, 6.3, 6.2, 6.3, 1.0)]
+    assert cache.encode(("X", "5m"), _candles(later, False), step, pr) == fresh(later, False)
+    assert cache.hits == 3
+    # a cached row whose values differ from the candle answered is not used (same open time)
+    changed = list(later)
+    changed[1] = (2 * step, 3.0, 9.0, 0.1, 3.3, 99.0)
+    body = cache.encode(("X", "5m"), _candles(changed, False), step, pr)
+    assert body == fresh(changed, False) and json.loads(body)[1][2] == "9.00"
+    assert cache.hits == 4  # only the row before the changed one
+    # the run is capped: only the newest max_rows closed rows are kept
+    small = KlineRowCache(max_rows=2)
+    small.encode(("X", "5m"), _candles(base, True), step, pr)
+    small.encode(("X", "5m"), _candles(base, True), step, pr)
+    assert small.hits == 0  # the answer starts before the two kept rows: encoded afresh
+    small.encode(("X", "5m"), _candles(base[3:], True), step, pr)
+    assert small.hits == 2
+
+
+def test_synthetic_market_keeps_a_40_symbol_scan_history_in_memory():
+    """The second read of every symbol's 5m and 30m history generates nothing again (a venue
+    has its candles ready; regenerating them cost 3 ms per answer)."""
+    sim = build_sim(synthetic=40, seed=1)
+    feed = sim.feed
+    generated = []
+    real = feed._generate
+    feed._generate = lambda *a: generated.append(a[:2]) or real(*a)
+    for _ in range(2):
+        generated.clear()
+        for s in feed.symbols():
+            for iv in ("5m", "30m"):
+                sim.klines(s, iv, limit=360)
+    assert generated == []
+
+
+def test_the_latency_wait_does_not_queue_behind_a_request_being_processed():
+    handle = LoopbackExchange(venue="binance", synthetic=2, seed=1)
+    venue = handle.venue
+    venue.control({"latency_ms": 50})
+    held, release = threading.Event(), threading.Event()
+
+    def busy() -> None:  # another request inside dispatch, holding the venue lock
+        with venue.lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=busy)
+    t.start()
+    held.wait(5)
+    try:
+        got: list[float] = []
+        probe = threading.Thread(target=lambda: got.append(venue.latency_for("/fapi/v1/klines")
+                                                           + venue.take_delay_before("GET", "/fapi/v1/klines")))
+        probe.start()
+        probe.join(2)
+        assert got == [0.05]
+    finally:
+        release.set()
+        t.join(5)
+    venue.control({"faults": [{"kind": "delay", "ms": 20, "count": 1}]})
+    assert venue.take_delay_before("GET", "/fapi/v1/klines") == 0.02  # rules still apply (under the lock)

@@ -367,8 +367,13 @@ class Reply:
     code: int | None = None  # the venue error code of an error body (for the request log)
 
 
+class _Encoded(bytes):
+    """A JSON body an endpoint has already encoded (the klines rows): sent as it is."""
+
+
 def _json_reply(status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Reply:
-    return Reply(status, json.dumps(obj, separators=(",", ":")).encode(), headers=list(headers))
+    body = obj if isinstance(obj, _Encoded) else json.dumps(obj, separators=(",", ":")).encode()
+    return Reply(status, body, headers=list(headers))
 
 
 def _error_body(status: int, code: int, msg: str, headers: Iterable[tuple[str, str]] = ()) -> Reply:
@@ -506,6 +511,7 @@ class LoopbackVenue:
         self._rng = random.Random(self.settings.seed)
         self._margin_type: dict[str, str] = {}
         self._update_id = 0
+        self.kline_rows = KlineRowCache()
         self.reset_faults()
         self.routes = self._build_routes()
 
@@ -653,12 +659,15 @@ class LoopbackVenue:
 
     # -- dispatch --------------------------------------------------------------------------
     def latency_for(self, path: str) -> float:
-        """Seconds to sleep before processing (global latency plus the path's)."""
-        with self.lock:
-            return (self.latency_ms + self.latency_paths.get(path, 0.0)) / 1000.0
+        """Seconds to sleep before processing (global latency plus the path's).  Reads two
+        references without the venue lock: a request waiting for its latency must not queue
+        behind another one being processed (a real venue answers in parallel)."""
+        return (self.latency_ms + self.latency_paths.get(path, 0.0)) / 1000.0
 
     def take_delay_before(self, method: str, path: str) -> float:
         """Consume a matching ``delay`` rule with ``when=before``; seconds to sleep."""
+        if not self.rules:  # no fault rule at all (the usual case): no need to queue for the lock
+            return 0.0
         with self.lock:
             rule = self._take_rule(method, path, self.server_now(), ("delay",))
             return float(rule.options["ms"]) / 1000.0 if rule is not None else 0.0
@@ -1009,7 +1018,7 @@ class LoopbackVenue:
             "timeInForce": list(_SIM_TIF),
         }
 
-    def _klines(self, c: _Call) -> list[list[Any]]:
+    def _klines(self, c: _Call) -> _Encoded:
         p = c.params
         symbol = self._symbol(p)
         interval = p.get("interval")
@@ -1021,7 +1030,7 @@ class LoopbackVenue:
             raise ApiError(400, -1130, _INVALID.format("startTime"))
         # interval and limit bounds are the matching engine's rules (-1120 / -1130)
         candles = self.sim.klines(symbol, interval, limit=self._int(p, "limit", 500), start_ms=start, end_ms=end)
-        return _kline_rows(candles, INTERVAL_MS[interval], self.prec[symbol])
+        return _Encoded(self.kline_rows.encode((symbol, interval), candles, INTERVAL_MS[interval], self.prec[symbol]))
 
     def _ticker_24hr(self, c: _Call) -> Any:
         symbol = self._symbol(c.params, required=False)
@@ -1597,20 +1606,79 @@ def _signed_payload(query: str, body: str) -> tuple[str, str | None]:
     return query + body, None
 
 
-def _kline_rows(c: Candles, step_ms: int, pr: _Precision) -> list[list[Any]]:
-    """Binance's 12-column rows.  The venue's extra columns (quote volume, trade count, taker
-    buy volumes) are derived from OHLCV: quote volume at the bar's typical price, taker-buy
-    share leaning with the bar's direction, one trade per 2500 USDT."""
+def _encode_kline_rows(c: Candles, step_ms: int, pr: _Precision) -> list[str]:
+    """Binance's 12-column rows, each already JSON-encoded (one ``%`` per row: the answer of a
+    360-candle read is built without per-cell strings or ``json.dumps``).  The venue's extra
+    columns (quote volume, trade count, taker buy volumes) are derived from OHLCV: quote volume
+    at the bar's typical price, taker-buy share leaning with the bar's direction, one trade per
+    2500 USDT."""
+    if len(c) == 0:
+        return []
     rng = c.high - c.low
     quote = c.volume * (c.high + c.low + c.close) / 3.0
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(rng > 0, 0.5 + 0.25 * (c.close - c.open) / rng, 0.5)
     trades = np.where(c.volume > 0, np.maximum(1, (quote / 2500.0).astype(np.int64)), 0)
-    p, q, m = f"%.{pr.price}f", f"%.{pr.qty}f", f"%.{max(pr.price, 2)}f"
-    return [[t, p % o, p % h, p % lo, p % cl, q % v, t + step_ms - 1, m % qv, n, q % (v * sh), m % (qv * sh), "0"]
-            for t, o, h, lo, cl, v, qv, n, sh in zip(
-                c.open_time.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                c.volume.tolist(), quote.tolist(), trades.tolist(), share.tolist())]
+    p, q, m = f'"%.{pr.price}f"', f'"%.{pr.qty}f"', f'"%.{max(pr.price, 2)}f"'
+    row = f'[%d,{p},{p},{p},{p},{q},%d,{m},%d,{q},{m},"0"]'
+    return [row % r for r in zip(
+        c.open_time.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+        c.volume.tolist(), (c.open_time + (step_ms - 1)).tolist(), quote.tolist(), trades.tolist(),
+        (c.volume * share).tolist(), (quote * share).tolist())]
+
+
+@dataclass(slots=True)
+class _EncodedRows:
+    open_time: np.ndarray  # int64
+    ohlcv: np.ndarray  # (n, 5) float64
+    rows: list[str]
+
+
+class KlineRowCache:
+    """The encoded wire rows of closed candles per (symbol, interval), so that a kline answer
+    only formats the rows it has not sent before (a real venue has its closed candles ready).
+
+    A cached row is reused only where its open time and OHLCV are *equal* to the candle being
+    answered (checked vectorised on every answer), so the cache can never change an answer: a
+    row that differs is simply encoded again and replaces the cached run.  Each key keeps one
+    contiguous run of at most ``max_rows`` rows; the forming candle is never cached."""
+
+    def __init__(self, max_rows: int = 1500) -> None:
+        self.max_rows = max_rows
+        self._runs: dict[tuple[str, str], _EncodedRows] = {}
+        self.hits = 0  # rows served from the cache (for tests and profiling)
+
+    def encode(self, key: tuple[str, str], c: Candles, step_ms: int, pr: _Precision) -> bytes:
+        """The JSON array of ``c``'s rows (the answer body)."""
+        n = len(c)
+        ot = c.open_time
+        ohlcv = np.column_stack((c.open, c.high, c.low, c.close, c.volume))
+        run = self._runs.get(key)
+        reused = 0  # leading rows of the answer taken from the cached run
+        at = 0
+        if run is not None and n:
+            at = int(np.searchsorted(run.open_time, ot[0]))
+            span = min(len(run.open_time) - at, n)
+            if span > 0:
+                same = ((run.open_time[at:at + span] == ot[:span])
+                        & (run.ohlcv[at:at + span] == ohlcv[:span]).all(axis=1))
+                reused = span if same.all() else int(np.argmin(same))
+        head = run.rows[at:at + reused] if reused else []
+        rows = head + _encode_kline_rows(c.slice(reused, n), step_ms, pr)
+        self.hits += reused
+        closed = n if c.last_closed else n - 1
+        if closed > reused:
+            if run is not None and reused and at + reused == len(run.open_time):
+                # the answer continues the cached run: append its new closed rows
+                run = _EncodedRows(np.concatenate((run.open_time, ot[reused:closed])),
+                                   np.concatenate((run.ohlcv, ohlcv[reused:closed])), run.rows + rows[reused:closed])
+            else:
+                run = _EncodedRows(ot[:closed].copy(), ohlcv[:closed], rows[:closed])
+            if len(run.rows) > self.max_rows:
+                cut = len(run.rows) - self.max_rows
+                run = _EncodedRows(run.open_time[cut:], run.ohlcv[cut:], run.rows[cut:])
+            self._runs[key] = run
+        return ("[" + ",".join(rows) + "]").encode("ascii")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1713,6 +1781,10 @@ class _HTTPServer(ThreadingHTTPServer):
 # building a market
 
 
+#: generated days kept in memory per symbol of a synthetic market (about 100 KB each)
+_CHUNKS_PER_SYMBOL = 10
+
+
 def build_sim(*, synthetic: int | None = None, data: Iterable[str | Path] = (), seed: int = 0,
               start_ms: int | None = None, balance: Decimal = Decimal("10000"),
               now_ms: int | None = None) -> SimExchange:
@@ -1730,7 +1802,12 @@ def build_sim(*, synthetic: int | None = None, data: Iterable[str | Path] = (), 
         start = start_ms if start_ms is not None else market.default_start_ms
     else:
         start = start_ms if start_ms is not None else (now_ms if now_ms is not None else int(time.time() * 1000))
-        market = SyntheticMarket(synthetic or 20, seed=seed, start_ms=start)
+        n = synthetic or 20
+        # room for every symbol's whole generated history (the default 4 days plus the current
+        # day) and a few more days of running: with less, a 40-symbol scan of 5m and 30m klines
+        # evicts and regenerates candles on every read (3 ms per answer), which a venue that
+        # has its candles ready does not do
+        market = SyntheticMarket(n, seed=seed, start_ms=start, cache_chunks=_CHUNKS_PER_SYMBOL * n)
     return SimExchange(market, balance=balance, start_ms=start)
 
 
