@@ -182,3 +182,27 @@ async def test_refresh_reads_only_the_newest_candles_and_merges_them_exactly(srv
                 assert limits[(sym, "5m")] <= 10  # only the newest candles travelled
             else:
                 assert limits[(sym, "5m")] == 300  # too far behind: one full read
+
+
+async def test_a_history_shorter_than_the_limit_is_refreshed_incrementally_too(srv, ex, symbols) -> None:
+    """30m klines: the venue has fewer candles than asked for (a young listing).  The copy is the
+    whole history, so a refresh after a close reads only the newest candles and the merged copy
+    equals a fresh full read."""
+    await ex.sync_time()  # earlier tests moved the server clock: the local clock is venue - offset
+    clock = SimClock(await ex.server_time() - ex.time_offset_ms)
+    md = MarketData(ex, md_settings(klines=1000), clock)
+    first = await md.scan(symbols[:1])
+    sym = symbols[0]
+    assert len(first.snapshots[sym].htf) < 1000  # the simulated venue has a few days of history
+    clock.advance(30 * 60)
+    srv.advance(30 * 60_000)
+    srv.clear_requests()
+    scan = await md.scan(symbols[:1])
+    limits = {r["params"]["interval"]: int(r["params"]["limit"]) for r in requests(srv, "/fapi/v1/klines")}
+    assert limits["30m"] <= 10
+    fresh = await ex.klines(sym, "30m", 1000)
+    got = scan.snapshots[sym].htf
+    assert len(got) == len(fresh) == len(first.snapshots[sym].htf) + 1
+    assert (got.open_time == fresh.open_time).all()
+    for f in ("open", "high", "low", "close", "volume"):  # the forming candle moves on meanwhile
+        assert (getattr(got, f)[:-1] == getattr(fresh, f)[:-1]).all(), f

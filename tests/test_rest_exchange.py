@@ -497,3 +497,21 @@ def test_parse_wire_samples() -> None:
     fills = [parse_fill(t) for t in sample(HTTP_RESP + "http_futures_account_trades.json")]
     assert fills[0].trade_id == 82357626 and fills[0].commission == Decimal("0.00555670")
     assert fills[0].side is Side.SELL and not fills[0].maker
+
+
+async def test_the_pool_holds_every_concurrent_scan_read_in_one_wave(srv) -> None:
+    """The keep-alive pool is sized from fetch_concurrency: 64 market-data reads plus the two
+    all-symbol reads of a scan all reach the venue at once (a pool of 32 connections would send
+    them in three waves, each a full latency later)."""
+    srv.control(latency_ms=600)
+    e = client(srv.base_url, settings=fast_settings(fetch_concurrency=64))
+    try:
+        await e.sync_time()
+        srv.clear_requests()
+        await asyncio.gather(*(e.klines(SYM, "5m", 3) for _ in range(64)), e.book_tickers(), e.premium_index())
+    finally:
+        await e.close()
+    served = [r["time"] for r in requests(srv) if r["status"] == 200]
+    assert len(served) == 66
+    # one wave: all were served within the same 600 ms wait (a second wave starts >= 600 ms later)
+    assert max(served) - min(served) < 500

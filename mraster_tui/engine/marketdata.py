@@ -186,8 +186,11 @@ class MarketData:
     def _incremental_limit(self, entry: _Entry[Candles] | None, interval: str, limit: int) -> int:
         """How many candles to ask for: after the first full read only the newest few (the cached
         forming candle onwards), which the scan merges into the cached history.  Small reads
-        weigh less (1 instead of 2) and cost a fraction of the parsing."""
-        if entry is None or entry.limit < limit or len(entry.value) < limit:
+        weigh less (1 instead of 2) and cost a fraction of the parsing.  A cached copy shorter
+        than ``limit`` is the symbol's whole history (the venue had no more candles, e.g. a new
+        listing): it is refreshed the same way, as the merge only ever appends candles that
+        overlap it."""
+        if entry is None or entry.limit < limit or len(entry.value) == 0:
             return limit
         venue_now = self.clock.now_ms() + int(getattr(self.exchange, "time_offset_ms", 0) or 0)
         missing = (venue_now - int(entry.value.open_time[-1])) // interval_ms(interval) + 1

@@ -93,9 +93,13 @@ log = logging.getLogger(__name__)
 
 VENUES: dict[str, VenueCapabilities] = {"binance": BINANCE, "aster": ASTER}
 TIME_SYNC_INTERVAL_S = 600.0
-#: keep-alive pool: POOL_SHARDS httpx clients of SHARD_CONNECTIONS connections each
-POOL_SHARDS = 8
+#: keep-alive pool: httpx clients of SHARD_CONNECTIONS connections each, enough of them for
+#: ``fetch_concurrency`` market-data reads plus POOL_HEADROOM other requests in flight (the two
+#: all-symbol reads of a scan, the trading requests of the same cycle)
 SHARD_CONNECTIONS = 4
+POOL_HEADROOM = 8
+#: the pool's size for fetch_concurrency when no settings are given (the schema default)
+DEFAULT_FETCH_CONCURRENCY = 64
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 #: venue codes meaning "sent, but the outcome is unknown" (docs §5)
 UNKNOWN_OUTCOME_CODES = frozenset({-1006, -1007})
@@ -295,7 +299,8 @@ class _Core:
         # Several small keep-alive pools instead of one big one: httpcore's pool probes every
         # connection on each request state change (encode/httpx#3215), so its cost grows with
         # the pool size; shards of a few connections keep a 40-symbol scan cheap.
-        shards = 1 if transport is not None else POOL_SHARDS
+        connections = max(1, int(_setting(settings, "fetch_concurrency", DEFAULT_FETCH_CONCURRENCY))) + POOL_HEADROOM
+        shards = 1 if transport is not None else -(-connections // SHARD_CONNECTIONS)
         tls = httpx.create_ssl_context()  # one certificate store for all shards (~60 ms to build)
         self._clients = [
             httpx.AsyncClient(
@@ -572,8 +577,9 @@ class RestExchange(_PublicEndpoints, Exchange):
     """The :class:`Exchange` port over REST (see the module docstring).
 
     ``settings`` is read with ``getattr`` for: ``recv_window``, ``http_retries``,
-    ``http_backoff``, ``http_timeout``.  ``on_event`` receives :class:`VenueEvent` objects
-    (ban, 429, throttling, time resync, recovered order).  ``transport`` is an optional httpx
+    ``http_backoff``, ``http_timeout`` and ``fetch_concurrency`` (sizes the keep-alive pool so
+    that a scan's reads never queue for a connection).  ``on_event`` receives
+    :class:`VenueEvent` objects (ban, 429, throttling, time resync, recovered order).  ``transport`` is an optional httpx
     transport (tests); ``governor`` overrides the process-wide one of the host.
     """
 
