@@ -90,8 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("ASTER_MAX_DATA_AGE_SEC", "venue", FLOAT, 120.0,
       "Market data older than this never opens a position (managing open ones may use it, with a warning).",
       min=5.0, max=3600.0, seed=False),
-    S("ASTER_FETCH_CONCURRENCY", "venue", INT, 32, "Concurrent market-data requests per scan.",
-      min=1, max=64, live=False, seed=False),
+    S("ASTER_FETCH_CONCURRENCY", "venue", INT, 64,
+      "Concurrent market-data requests per scan (kept-alive connections; the weight budget still limits the rate).",
+      min=1, max=128, live=False, seed=False),
     # -- run ---------------------------------------------------------------------------
     S("ASTER_PAPER", "run", BOOL, False,
       "Paper trading on the simulated exchange (no signed request leaves the machine). Without keys the bot is always paper.",
