@@ -102,7 +102,9 @@ async def test_kline_cache_lifetime_and_candle_close(srv, ex, symbols) -> None:
     assert s1.age_ms >= 1000  # the cached piece's age shows
     # a candle close invalidates the cache before its lifetime ends
     ltf_close = int(s0.ltf.open_time[-1]) + 300_000
-    clock.set(max(clock.now_ms(), ltf_close))
+    # the close is judged on the venue's clock: local time = venue time - the measured offset
+    # (a few ms either way; with the local clock exactly at the close, -1 ms would be before it)
+    clock.set(max(clock.now_ms(), ltf_close - ex.time_offset_ms))
     srv.clear_requests()
     third = await md.scan(symbols[:2])
     refetched = {(r["params"]["symbol"], r["params"]["interval"]) for r in requests(srv, "/fapi/v1/klines")}
