@@ -18,8 +18,6 @@ dependency).  ``run(quick)`` returns the rows for ``bench/run_all``.
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 import time
 import warnings
@@ -28,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.config import Settings  # noqa: E402
 from mraster_tui.engine import signals as sig  # noqa: E402
@@ -296,16 +296,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="20 symbols x 30 days instead of 365")
-    args = p.parse_args(argv)
-    rows = run(args.quick)
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        v = r["value"]
-        shown = f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else str(v)
-        print(f"{r['name']:<{width}}  {shown:>14} {r['unit']:<10} goal {r['goal']:<28} {'' if r['ok'] is None else 'ok' if r['ok'] else 'MISSED'}")
-    return 0
+    return bench_main(run, __doc__, "20 symbols x 30 days instead of 365", argv=argv)
 
 
 if __name__ == "__main__":

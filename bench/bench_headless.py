@@ -13,7 +13,6 @@ own CPU time is printed too).  ``--quick`` uses 40 symbols.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -27,6 +26,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.engine.sim.server import TEST_API_KEY, TEST_API_SECRET, LoopbackProcess  # noqa: E402
 
@@ -78,19 +79,8 @@ def run(quick: bool) -> list[dict]:
     ]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="40 symbols instead of 200")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    args = ap.parse_args()
-    rows = run(args.quick)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            flag = "" if r["ok"] is None else ("ok" if r["ok"] else "MISSED")
-            print(f"{r['name']:<46} {r['value']:>9} {r['unit']:<3} goal {r['goal']:<10} {flag}")
-    return 0 if all(r["ok"] is not False for r in rows) else 1
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, "40 symbols instead of 200", argv=argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ by backtests, on a year of 5m bars.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.engine import indicators as ind  # noqa: E402
 
@@ -93,16 +94,11 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = ap.parse_args()
-    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"indicators vs TA-Lib, {CANDLES:,} candles, OPENBLAS_NUM_THREADS={threads}")
-    for r in run(args.quick):
-        flag = "" if r["ok"] is None else ("  ok" if r["ok"] else "  MISSED")
-        print(f"  {r['name']:<56} {r['value']:>10} {r['unit']:<3} goal {r['goal']}{flag}")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, "fewer repetitions",
+                      header=lambda: f"indicators vs TA-Lib, {CANDLES:,} candles, "
+                                     f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}",
+                      argv=argv)
 
 
 if __name__ == "__main__":

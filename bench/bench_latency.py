@@ -12,9 +12,7 @@ Goal: < 2 s + one round trip (the round trip is measured on GET /fapi/v1/time).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from bench._common import bench_main  # noqa: E402
 
 import httpx  # noqa: E402
 
@@ -80,19 +80,8 @@ def run(quick: bool) -> list[dict]:
     ]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one run instead of five")
-    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    args = ap.parse_args()
-    rows = run(args.quick)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            flag = "" if r["ok"] is None else ("ok" if r["ok"] else "MISSED")
-            print(f"{r['name']:<46} {r['value']:>10} {r['unit']:<3} goal {r['goal']:<28} {flag}")
-    return 0 if all(r["ok"] is not False for r in rows) else 1
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, "one run instead of five", argv=argv)
 
 
 if __name__ == "__main__":

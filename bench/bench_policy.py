@@ -8,7 +8,6 @@ per-call medians and 99th percentiles.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.config import Settings  # noqa: E402
 from mraster_tui.engine.policy import BanditPolicy, LinUCB  # noqa: E402
@@ -85,14 +86,9 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
-    args = ap.parse_args()
-    for r in run(args.quick):
-        mark = "ok" if r["ok"] else ("--" if r["ok"] is None else "MISS")
-        print(f"{r['name']:<44} {r['value']:>10.2f} {r['unit']:<3} goal {r['goal']:<10} {mark}")
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, "fewer iterations", argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -15,7 +15,6 @@ parsing the rows into numpy), serialised on one core.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.config import Settings
 from mraster_tui.engine.clock import WallClock
@@ -148,15 +149,8 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="estimate the sequential time instead of measuring it")
-    args = ap.parse_args(argv)
-    rows = run(args.quick)
-    print(f"bench_scan: {SYMBOLS} symbols, {LATENCY_MS} ms added latency per request, concurrency {CONCURRENCY}")
-    for r in rows:
-        ok = "" if r["ok"] is None else ("  ok" if r["ok"] else "  MISSED")
-        print(f"  {r['name']:<40} {r['value']:>10} {r['unit']:<9} goal {r['goal']}{ok}")
-    return 0 if all(r["ok"] is not False for r in rows) else 1
+    return bench_main(run, __doc__, "estimate the sequential time instead of measuring it",
+                      header=lambda: f"bench_scan: {SYMBOLS} symbols, {LATENCY_MS} ms added latency per request, concurrency {CONCURRENCY}", argv=argv)
 
 
 if __name__ == "__main__":

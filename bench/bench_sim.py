@@ -14,8 +14,6 @@ the machine does not distort them.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +22,8 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_main  # noqa: E402
 
 from mraster_tui.engine.data import load_candles, write_klines_csv  # noqa: E402
 from mraster_tui.engine.sim.exchange import SimExchange  # noqa: E402
@@ -155,19 +155,9 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one month instead of one year")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    rows = run(args.quick)
-    if args.json:
-        print(json.dumps(rows))
-        return
-    for r in rows:
-        flag = "" if r["ok"] is None else ("ok" if r["ok"] else "MISS")
-        print(f"{r['name']:<58} {r['value']:>12} {r['unit']:<18} goal {r['goal']:<14} {flag}")
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, "one month instead of one year", argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -21,7 +21,6 @@ records.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -36,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench._common import bench_main  # noqa: E402
 
 RECORDS_PER_S = 5_000
 BURST_S = 0.010
@@ -265,15 +266,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 s of load and 3 cold starts instead of 10 s and 5")
-    args = ap.parse_args(argv)
-    rows = run(args.quick)
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        ok = {True: "ok", False: "MISSED", None: ""}[r["ok"]]
-        print(f"{r['name']:<{width}}  {r['value']:>10} {r['unit']:<6} {r['goal']:<12} {ok}")
-    return 0 if all(r["ok"] is not False for r in rows) else 1
+    return bench_main(run, __doc__, "3 s of load and 3 cold starts instead of 10 s and 5", argv=argv)
 
 
 if __name__ == "__main__":
