@@ -515,3 +515,19 @@ async def test_the_pool_holds_every_concurrent_scan_read_in_one_wave(srv) -> Non
     assert len(served) == 66
     # one wave: all were served within the same 600 ms wait (a second wave starts >= 600 ms later)
     assert max(served) - min(served) < 500
+
+
+async def test_without_settings_the_client_uses_the_schema_defaults() -> None:
+    """A client built without settings (or with a duck-typed object lacking some) gets the
+    documented defaults, not numbers of its own that could drift from the schema."""
+    from mraster_tui.config import Settings
+    from mraster_tui.engine.venue.rest import POOL_HEADROOM, SHARD_CONNECTIONS, RestExchange
+
+    d = Settings.defaults()
+    e = RestExchange("http://127.0.0.1:9")
+    try:
+        assert e.recv_window == d.recv_window
+        assert (e._core.retries, e._core.backoff, e._core.timeout) == (d.http_retries, d.http_backoff, d.http_timeout)
+        assert len(e._core._clients) * SHARD_CONNECTIONS >= d.fetch_concurrency + POOL_HEADROOM
+    finally:
+        await e.close()
