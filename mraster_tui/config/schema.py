@@ -234,6 +234,13 @@ SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 
 assert len(BY_ENV) == len(SETTINGS) and len(BY_NAME) == len(SETTINGS), "duplicate setting"
 
+
+def setting(settings: Any, name: str) -> Any:
+    """``settings.name``, or the schema's default when ``settings`` is None or a duck-typed
+    object without it (engine parts built in tests or tools without a full :class:`Settings`)."""
+    default = BY_NAME[name].default
+    return default if settings is None else getattr(settings, name, default)
+
 # The preset persona's guardrails (the schema's own range for leverage is the venue's).
 PRESET_RISK_MIN, PRESET_RISK_MAX, PRESET_RISK_STEP = 0.0025, 0.05, 0.0025
 PRESET_LEVERAGE_MIN, PRESET_LEVERAGE_MAX = 1, 5

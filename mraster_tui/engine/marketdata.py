@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from mraster_tui.config.schema import setting
 from mraster_tui.engine.clock import Clock
 from mraster_tui.engine.errors import VenueError
 from mraster_tui.engine.types import BookTicker, Candles, PremiumIndex, interval_ms
@@ -115,14 +116,14 @@ class MarketData:
 
     def update_settings(self, settings: Any) -> None:
         """Take live changes (cache lifetime, max age, concurrency, timeframes)."""
-        self.interval = str(getattr(settings, "interval", "5m"))
-        self.htf_interval = str(getattr(settings, "htf_interval", "30m"))
+        self.interval = str(setting(settings, "interval"))
+        self.htf_interval = str(setting(settings, "htf_interval"))
         for iv in (self.interval, self.htf_interval):
             interval_ms(iv)  # a clear ValueError for a bad interval
-        self.klines_limit = int(getattr(settings, "klines", 360))
-        self.cache_ms = int(float(getattr(settings, "kline_cache_sec", 45.0)) * 1000)
-        self.max_age_ms = int(float(getattr(settings, "max_data_age_sec", 120.0)) * 1000)
-        self.concurrency = max(1, int(getattr(settings, "fetch_concurrency", 8)))
+        self.klines_limit = int(setting(settings, "klines"))
+        self.cache_ms = int(float(setting(settings, "kline_cache_sec")) * 1000)
+        self.max_age_ms = int(float(setting(settings, "max_data_age_sec")) * 1000)
+        self.concurrency = max(1, int(setting(settings, "fetch_concurrency")))
 
     # -- cache helpers ----------------------------------------------------------------
     def _fresh(self, entry: _Entry[Candles], interval: str, limit: int, now: int) -> bool:

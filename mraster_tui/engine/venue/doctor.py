@@ -84,7 +84,7 @@ async def run_doctor(settings: Any, *, out: Callable[[str], Any] = print, requir
 
 async def _checks(ex: RestExchange, settings: Any, rep: _Report, clock: WallClock, key: str | None,
                   secret: str | None, require_key: bool) -> None:
-    recv_window = int(getattr(settings, "recv_window", 5000))
+    recv_window = ex.recv_window
     # 1. reachability and clock
     t0 = clock.now_ms()
     try:

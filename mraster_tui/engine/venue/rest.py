@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from mraster_tui.config.schema import BY_NAME
+from mraster_tui.config.schema import setting
 from mraster_tui.engine.clock import Clock, WallClock
 from mraster_tui.engine.errors import (
     AuthError,
@@ -122,12 +122,6 @@ _ALGO_STATUS: dict[str, OrderStatus] = {
 _ORDER_STATUS: dict[str, OrderStatus] = {s.value: s for s in OrderStatus} | {
     "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
 }
-
-
-def _setting(settings: Any, name: str) -> Any:
-    """A setting's value; the schema's default without settings (or a duck-typed object lacking it)."""
-    default = BY_NAME[name].default
-    return default if settings is None else getattr(settings, name, default)
 
 
 def resolve_venue(base_url: str, venue: str = "auto") -> tuple[VenueCapabilities, str]:
@@ -289,9 +283,9 @@ class _Core:
         self.caps = caps
         self.clock = clock
         self.redact = redactor
-        self.retries = int(_setting(settings, "http_retries"))
-        self.backoff = float(_setting(settings, "http_backoff"))
-        self.timeout = float(_setting(settings, "http_timeout"))
+        self.retries = int(setting(settings, "http_retries"))
+        self.backoff = float(setting(settings, "http_backoff"))
+        self.timeout = float(setting(settings, "http_timeout"))
         self.weights = WEIGHT_TABLES[caps.name]
         self.governor = governor or shared_governor(
             parts.netloc.lower(),
@@ -300,7 +294,7 @@ class _Core:
         # Several small keep-alive pools instead of one big one: httpcore's pool probes every
         # connection on each request state change (encode/httpx#3215), so its cost grows with
         # the pool size; shards of a few connections keep a 40-symbol scan cheap.
-        connections = max(1, int(_setting(settings, "fetch_concurrency"))) + POOL_HEADROOM
+        connections = max(1, int(setting(settings, "fetch_concurrency"))) + POOL_HEADROOM
         shards = 1 if transport is not None else -(-connections // SHARD_CONNECTIONS)
         tls = httpx.create_ssl_context()  # one certificate store for all shards (~60 ms to build)
         self._clients = [
@@ -594,7 +588,7 @@ class RestExchange(_PublicEndpoints, Exchange):
         self._api_key = api_key or None
         self._api_secret = api_secret or None
         redactor = Redactor(self._api_key, self._api_secret)
-        self.recv_window = int(_setting(settings, "recv_window"))
+        self.recv_window = int(setting(settings, "recv_window"))
         if not 0 < self.recv_window <= 60_000:
             raise ValueError(f"recv_window must be 1..60000 ms, got {self.recv_window}")
         self._core = _Core(base_url, caps, settings, self.clock, transport, governor, redactor)
