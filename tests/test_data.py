@@ -14,6 +14,7 @@ from mraster_tui.engine.data import (
     DataError,
     download_file_name,
     load_candles,
+    load_files,
     load_funding,
     parse_file_name,
     resample,
@@ -93,6 +94,21 @@ def test_download_format_round_trip(tmp_path):
     for f in ("open_time", "open", "high", "low", "close", "volume"):
         assert np.array_equal(getattr(lc.candles, f), getattr(c, f))
     assert np.array_equal(lc.quote_volume, c.volume * c.close)
+
+
+def test_load_files_sorts_each_file_by_kind_and_funding_by_time(tmp_path):
+    kl = tmp_path / download_file_name("XRPUSDT", "5m")
+    write_klines_csv(kl, candles(20, "5m", step=5 * M))
+    mark = tmp_path / "XRP_USDT_USDT-1h-mark.csv"
+    write_klines_csv(mark, candles(5, "1h", step=60 * M))
+    late, early = tmp_path / "XRPUSDT-funding.csv", tmp_path / "XRPUSDT-funding-2023.csv"
+    late.write_text("funding_time,funding_rate\n1704096000000,0.0002\n")
+    early.write_text("funding_time,funding_rate\n1704067200000,0.0001\n")
+    files = load_files([late, kl, mark, early])
+    assert [(p, lc.symbol, lc.interval) for p, lc in files.candles] == [(kl, "XRPUSDT", "5m")]
+    assert files.marks == (mark,)
+    assert [(r.funding_time, r.funding_rate) for r in files.funding["XRPUSDT"]] == [
+        (1704067200000, Decimal("0.0001")), (1704096000000, Decimal("0.0002"))]
 
 
 def test_binance_archive_without_header_in_a_zip_with_microseconds(tmp_path):

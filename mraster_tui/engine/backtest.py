@@ -66,7 +66,7 @@ import numpy as np
 
 from mraster_tui.engine import signals as sig
 from mraster_tui.engine.clock import SimClock
-from mraster_tui.engine.data import DataError, load_candles, load_funding, resample, sniff
+from mraster_tui.engine.data import DataError, load_files, resample
 from mraster_tui.engine.errors import VenueError
 from mraster_tui.engine.events import Event, EventKind, LevelFilterSink
 from mraster_tui.engine.guard import GuardError
@@ -139,19 +139,11 @@ def load_dataset(paths: Sequence[str | Path], *, interval: str = "5m", htf_inter
     """
     want = interval_ms(interval)
     htf_ms = interval_ms(htf_interval)
+    files = load_files(expand_paths(paths), allow_gaps=allow_gaps)
     candles: dict[str, dict[str, tuple[Path, Any]]] = {}
-    funding: dict[str, list[FundingRate]] = {}
-    skipped: list[str] = []
-    for p in expand_paths(paths):
-        kind = sniff(p)
-        if kind == "mark":
-            skipped.append(f"{p.name}: mark-price candles (not traded)")
-            continue
-        if kind == "funding":
-            rates = load_funding(p)
-            funding.setdefault(rates[0].symbol, []).extend(rates)
-            continue
-        lc = load_candles(p, allow_gaps=allow_gaps)
+    funding = files.funding
+    skipped = [f"{p.name}: mark-price candles (not traded)" for p in files.marks]
+    for p, lc in files.candles:
         per = candles.setdefault(lc.symbol, {})
         if lc.interval in per:
             raise DataError(p, f"a second {lc.interval} series for {lc.symbol} (also in {per[lc.interval][0]})")
@@ -170,7 +162,7 @@ def load_dataset(paths: Sequence[str | Path], *, interval: str = "5m", htf_inter
         for iv, (p, _) in per.items():
             if iv != base and (htf is None or iv != htf_interval):
                 skipped.append(f"{p.name}: {iv} candles not used ({base} drives the simulation)")
-        rates = sorted(funding.pop(sym, []), key=lambda f: f.funding_time)
+        rates = funding.pop(sym, [])
         for a, b in zip(rates, rates[1:]):
             if a.funding_time == b.funding_time:
                 raise BacktestError(f"{sym}: two funding files both hold the rate at {a.funding_time}")

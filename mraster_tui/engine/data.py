@@ -37,6 +37,7 @@ import json
 import math
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -397,6 +398,37 @@ def sniff(path: str | Path) -> str:
             if any(k in header for k in _FUNDING_RATE_KEYS):
                 return "funding"
     return "candles"
+
+
+@dataclass(frozen=True, slots=True)
+class DataFiles:
+    """What :func:`load_files` read: candle series (with their file), funding rates per symbol
+    (sorted by time) and the mark-price files it left alone (they are never traded)."""
+
+    candles: tuple[tuple[Path, LoadedCandles], ...]
+    funding: dict[str, list[FundingRate]]
+    marks: tuple[Path, ...]
+
+
+def load_files(paths: Iterable[str | Path], *, allow_gaps: bool = False) -> DataFiles:
+    """Read kline and funding files, each by the kind :func:`sniff` detects; bad data raises
+    :class:`DataError` naming file and row.  Which series a caller uses is its own choice."""
+    candles: list[tuple[Path, LoadedCandles]] = []
+    funding: dict[str, list[FundingRate]] = {}
+    marks: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        kind = sniff(p)
+        if kind == "mark":
+            marks.append(p)
+        elif kind == "funding":
+            rates = load_funding(p)
+            funding.setdefault(rates[0].symbol, []).extend(rates)
+        else:
+            candles.append((p, load_candles(p, allow_gaps=allow_gaps)))
+    for rates in funding.values():
+        rates.sort(key=lambda f: f.funding_time)
+    return DataFiles(tuple(candles), funding, tuple(marks))
 
 
 # -- writing (the download format) ----------------------------------------------------------

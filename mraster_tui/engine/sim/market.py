@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mraster_tui.engine.data import DataError, bucket_start, load_candles, load_funding, resample, sniff
+from mraster_tui.engine.data import DataError, bucket_start, load_files, resample
 from mraster_tui.engine.types import Candles, FundingRate, SymbolFilters, SymbolInfo, interval_ms
 
 DAY_MS = 86_400_000
@@ -284,18 +284,10 @@ class ReplayMarket:
     @classmethod
     def from_files(cls, paths: Sequence[str | Path], *, allow_gaps: bool = False, **kw) -> "ReplayMarket":
         """Build from kline and funding files (kind detected per file; mark-price files skipped)."""
+        files = load_files(paths, allow_gaps=allow_gaps)
         series: dict[str, Candles] = {}
         qv: dict[str, np.ndarray] = {}
-        funding: dict[str, list[FundingRate]] = {}
-        for p in paths:
-            kind = sniff(p)
-            if kind == "mark":
-                continue
-            if kind == "funding":
-                rates = load_funding(p)
-                funding.setdefault(rates[0].symbol, []).extend(rates)
-                continue
-            lc = load_candles(p, allow_gaps=allow_gaps)
+        for p, lc in files.candles:
             if lc.symbol in series:
                 raise DataError(p, f"a second series for {lc.symbol}; give one file per symbol")
             series[lc.symbol] = lc.candles
@@ -303,9 +295,7 @@ class ReplayMarket:
                 qv[lc.symbol] = lc.quote_volume
         if not series:
             raise DataError(", ".join(map(str, paths)) or "(no files)", "no kline files among the data files")
-        for sym, rates in funding.items():
-            rates.sort(key=lambda f: f.funding_time)
-        return cls(series, funding, quote_volume=qv, **kw)
+        return cls(series, files.funding, quote_volume=qv, **kw)
 
     # -- MarketFeed --
     def symbols(self) -> list[str]:
